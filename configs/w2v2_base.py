@@ -1,0 +1,118 @@
+"""wav2vec 2.0 BASE pretraining (Baevski et al., 2020, "wav2vec 2.0", Table/Sec. 4.2).
+
+  python -m ssl_jax.train --config=configs/w2v2_base.py --workdir=runs/w2v2_base \
+      --config.data.path=/data/librispeech_shards
+
+Paper: 12 post-LN blocks, d=768, FFN 3072, 12 heads; conv extractor 7x512 with kernels
+(10,3,3,3,3,2,2) and strides (5,2,2,2,2,2,2) (320x down-sampling to 50 Hz); conv positional
+embedding of width 128 in 16 groups; G=2 codebooks of V=320 entries, 256-d codevectors,
+final projection 256; mask p=0.065, span M=10; K=100 distractors; kappa=0.1; diversity
+weight alpha=0.1; feature penalty 10; Gumbel temperature 2 -> 0.5 decayed by 0.999995
+per update; Adam, peak lr 5e-4, 8% warm-up then linear decay, 400k updates; batch of
+1.4M samples per GPU on 64 GPUs (about 1.6 h of audio per batch); crops of at most
+250k samples (15.6 s); dropout 0.1, layer drop 0.05, feature-encoder gradient scale 0.1.
+Deviation: the batch is counted in utterances (`train.batch_size`), as DESIGN.md says.
+"""
+
+from ml_collections import config_dict
+
+
+def model_config(variant: str = "base") -> config_dict.ConfigDict:
+    """Encoder hyper-parameters shared by the wav2vec 2.0 recipes."""
+    m = config_dict.ConfigDict()
+    m.conv_dim = (512,) * 7
+    m.conv_kernel = (10, 3, 3, 3, 3, 2, 2)
+    m.conv_stride = (5, 2, 2, 2, 2, 2, 2)
+    m.conv_bias = False
+    m.feat_extract_norm = "group"  # "group": GroupNorm on layer 0 (BASE); "layer": LayerNorm on every layer (LARGE)
+    m.hidden_size = 768
+    m.num_layers = 12
+    m.num_heads = 12
+    m.intermediate_size = 3072
+    m.layer_norm_first = False  # False: post-LN (BASE); True: pre-LN, "stable layer norm" (LARGE)
+    m.num_conv_pos_embeddings = 128
+    m.num_conv_pos_embedding_groups = 16
+    m.num_pos_conv_layers = 1  # data2vec-audio uses 5 layers of width 19
+    m.relative_position_buckets = 0  # WavLM: 320 buckets, max distance 800; 0 = no relative bias
+    m.relative_position_max_distance = 800
+    m.hidden_dropout = 0.1
+    m.attention_dropout = 0.1
+    m.activation_dropout = 0.0
+    m.feat_proj_dropout = 0.1
+    m.layerdrop = 0.05
+    m.feature_grad_scale = 0.1
+    # Quantizer and projections of the pretraining head.
+    m.num_codevector_groups = 2
+    m.num_codevectors_per_group = 320
+    m.codevector_dim = 256
+    m.proj_codevector_dim = 256
+    m.dtype = "float32"  # compute dtype; parameters stay float32
+    m.remat = False
+    if variant == "large":
+        m.feat_extract_norm = "layer"
+        m.conv_bias = True
+        m.hidden_size = 1024
+        m.num_layers = 24
+        m.num_heads = 16
+        m.intermediate_size = 4096
+        m.layer_norm_first = True
+        m.codevector_dim = 768
+        m.proj_codevector_dim = 768
+        m.layerdrop = 0.2
+    return m
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    c.seed = 0
+
+    c.data = config_dict.ConfigDict()
+    c.data.path = ""  # empty: the embedded eSpeak NG corpus, built once into the cache
+    c.data.synth_hours = 1.0
+    c.data.train_split = "train"
+    c.data.eval_split = "valid"
+    c.data.max_seconds = 15.625  # 250k samples
+    c.data.min_seconds = 2.0
+    c.data.normalize = False  # BASE: no per-utterance normalisation (LARGE: True)
+    c.data.num_workers = 4
+    c.data.num_buckets = 4
+
+    c.train = config_dict.ConfigDict()
+    c.train.steps = 400_000
+    c.train.batch_size = 1024
+    c.train.grad_accum = 1
+    c.train.log_every = 100
+    c.train.eval_every = 5000
+    c.train.eval_batches = 8
+    c.train.checkpoint_every = 5000
+    c.train.keep_checkpoints = 3
+
+    c.optim = config_dict.ConfigDict()
+    c.optim.lr = 5e-4
+    c.optim.warmup_fraction = 0.08
+    c.optim.schedule = "linear"  # linear warm-up, then linear decay to 0
+    c.optim.b1 = 0.9
+    c.optim.b2 = 0.98
+    c.optim.eps = 1e-6
+    c.optim.weight_decay = 0.01
+    c.optim.clip_norm = 10.0
+
+    c.mesh = config_dict.ConfigDict()
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+
+    c.model = model_config("base")
+
+    c.objective = config_dict.ConfigDict()
+    c.objective.name = "wav2vec2"
+    c.objective.mask_prob = 0.65  # fairseq mask_prob: fraction of frames that start a span (p=0.065 x M=10)
+    c.objective.mask_length = 10
+    c.objective.min_masks = 2
+    c.objective.num_negatives = 100
+    c.objective.cross_sample_negatives = 0
+    c.objective.temperature = 0.1  # kappa
+    c.objective.diversity_weight = 0.1  # alpha
+    c.objective.feature_penalty_weight = 10.0
+    c.objective.gumbel_temperature = (2.0, 0.5, 0.999995)  # start, floor, decay per update
+    return c
