@@ -1,0 +1,330 @@
+"""Grain input pipeline: waveform shards -> padded, length-bucketed batches.
+
+Every batch is planned in index space from the manifest lengths alone, so the whole pipeline
+is a random-access `grain.MapDataset` over batch numbers: batch `g` of the infinite stream is a
+pure function of (seed, g). That makes the iterator state a single position per worker, and a
+restored iterator yields exactly the batches the uninterrupted one would, with or without
+worker processes.
+
+Per epoch e (seeded by (seed, e)): the kept utterances (at least `min_samples` long) are
+permuted; each goes to the smallest bucket that holds its crop (`min(len, max_samples)`);
+each bucket is cut into full global batches in permuted order, and the few left over are
+promoted to the next bigger bucket (the last bucket's leftovers are completed with
+utterances from the start of the epoch); the batch order is then permuted too. Only
+`len(bucket_lengths(...))` shapes ever appear, and padding stays at most one bucket step.
+Multi-host: every process plans the same global batches and reads only its own
+`batch_size` rows of each, so all processes see the same bucket at every step.
+
+Batch (numpy): `audio` f32[batch, samples], `audio_mask` bool[batch, samples] (True = real
+sample), `lengths` int32[batch]; and, for aligning labels or frame targets, `index` int32[batch]
+(record number in the split, -1 for an empty item) and `offset` int32[batch] (crop start).
+Bucketing by length follows the usual sequence-bucketing practice of speech toolkits
+(e.g. fairseq's `batch_by_size`), done here with fixed shapes for `jax.jit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+import grain
+import numpy as np
+
+from ssl_jax.data.shards import ShardSource
+
+log = logging.getLogger(__name__)
+
+# Number of addressable batches of the "infinite" training stream (fits an int64 index).
+_STREAM_LENGTH = sys.maxsize // 2
+
+
+def _u64(seed: int) -> int:
+    """Any Python int seed as a non-negative 64-bit one (numpy seed sequences need that)."""
+    return int(seed) & 0xFFFFFFFFFFFFFFFF
+
+
+def bucket_lengths(max_samples: int, num_buckets: int, multiple: int = 320) -> list[int]:
+    """Fixed bucket lengths in samples: evenly spaced up to `max_samples`, rounded up to `multiple`.
+
+    Args:
+        max_samples: the longest crop; the last bucket is `max_samples` rounded up to `multiple`.
+        num_buckets: how many distinct lengths at most (duplicates after rounding are merged).
+        multiple: every length is a multiple of it (320 = one wav2vec 2.0 frame at 16 kHz).
+
+    Returns:
+        Strictly increasing list of lengths.
+    """
+    if max_samples <= 0 or num_buckets <= 0 or multiple <= 0:
+        raise ValueError(f"bucket_lengths needs positive arguments, got max_samples={max_samples}, "
+                         f"num_buckets={num_buckets}, multiple={multiple}")
+    out: list[int] = []
+    for k in range(1, num_buckets + 1):
+        length = -(-max_samples * k // num_buckets)
+        length = -(-length // multiple) * multiple
+        if not out or length > out[-1]:
+            out.append(length)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPlan:
+    """How a split is cut into batches (from manifest lengths only; no audio is read).
+
+    Attributes:
+        buckets: the bucket lengths in samples.
+        num_utterances: utterances in the split.
+        num_kept: utterances used (at least `min_samples` long).
+        num_filtered: utterances dropped by the min-length filter.
+        batches_per_epoch: global batches per epoch.
+        padding_fraction: padded samples / all samples over one epoch of batches.
+        bucket_counts: batches per bucket in one epoch.
+    """
+
+    buckets: tuple[int, ...]
+    num_utterances: int
+    num_kept: int
+    num_filtered: int
+    batches_per_epoch: int
+    padding_fraction: float
+    bucket_counts: tuple[int, ...]
+
+
+def _group(order: np.ndarray, bucket_of: np.ndarray, num_buckets: int, global_batch: int,
+           fill: np.ndarray | None) -> tuple[list[np.ndarray], list[int]]:
+    """Cuts `order` (utterance ids) into batches of one bucket each, promoting leftovers upward.
+
+    The last bucket's leftovers are completed from `fill` (training) or with -1 (empty items).
+    Returns (rows of `global_batch` ids, bucket number of each row).
+    """
+    rows: list[np.ndarray] = []
+    row_bucket: list[int] = []
+    carry = np.zeros((0,), np.int64)
+    ids_bucket = bucket_of[order]
+    for k in range(num_buckets):
+        members = np.concatenate([carry, order[ids_bucket == k]])
+        full = len(members) // global_batch * global_batch
+        for r in members[:full].reshape(-1, global_batch):
+            rows.append(r)
+            row_bucket.append(k)
+        carry = members[full:]
+    if len(carry):
+        need = global_batch - len(carry)
+        pad = np.resize(fill, need) if fill is not None else np.full((need,), -1, np.int64)
+        rows.append(np.concatenate([carry, pad.astype(np.int64)]))
+        row_bucket.append(num_buckets - 1)
+    return rows, row_bucket
+
+
+class _Planner:
+    """Epoch plans of global batches; cheap to pickle into worker processes."""
+
+    def __init__(self, lengths: np.ndarray, buckets: list[int], max_samples: int,
+                 min_samples: int, global_batch: int, seed: int, train: bool):
+        self.buckets = np.asarray(buckets, np.int64)
+        self.crop = np.minimum(lengths, max_samples)
+        self.bucket_of = np.searchsorted(self.buckets, self.crop, side="left")
+        self.kept = np.flatnonzero(lengths >= max(min_samples, 1) if train else lengths >= 0)
+        self.global_batch, self.seed, self.train = global_batch, seed, train
+        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        rows, _ = self._make(0)
+        self.batches_per_epoch = len(rows)
+
+    def _make(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.train:
+            rng = np.random.default_rng([_u64(self.seed), epoch])
+            order = rng.permutation(self.kept)
+            rows, row_bucket = _group(order, self.bucket_of, len(self.buckets), self.global_batch,
+                                      fill=order)
+            perm = rng.permutation(len(rows))
+            rows, row_bucket = [rows[i] for i in perm], [row_bucket[i] for i in perm]
+        else:
+            rows, row_bucket = _group(self.kept, self.bucket_of, len(self.buckets),
+                                      self.global_batch, fill=None)
+        return (np.stack(rows) if rows else np.zeros((0, self.global_batch), np.int64),
+                np.asarray(row_bucket, np.int64))
+
+    def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows [batches, global_batch] of utterance ids (-1 = empty), bucket id per row)."""
+        if self._cache is None or self._cache[0] != epoch:
+            rows, row_bucket = self._make(epoch)
+            self._cache = (epoch, rows, row_bucket)
+        return self._cache[1], self._cache[2]
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        return state
+
+    def describe(self, num_utterances: int) -> BatchPlan:
+        rows, row_bucket = self.epoch(0)
+        lengths = self.buckets[row_bucket]
+        real = np.where(rows >= 0, self.crop[np.maximum(rows, 0)], 0).sum()
+        total = int(lengths.sum()) * self.global_batch
+        return BatchPlan(
+            buckets=tuple(int(b) for b in self.buckets), num_utterances=num_utterances,
+            num_kept=len(self.kept), num_filtered=num_utterances - len(self.kept),
+            batches_per_epoch=len(rows),
+            padding_fraction=float(1.0 - real / total) if total else 0.0,
+            bucket_counts=tuple(int((row_bucket == k).sum()) for k in range(len(self.buckets))))
+
+
+def normalize_audio(audio: np.ndarray) -> np.ndarray:
+    """Zero mean, unit variance of one utterance `[samples]` (as wav2vec 2.0 feature extractors)."""
+    if audio.size == 0:
+        return audio
+    return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
+
+
+class _MakeBatch(grain.transforms.Map):
+    """Batch number -> padded batch dict. Reads only this process's rows of the global batch."""
+
+    def __init__(self, source: ShardSource, planner: _Planner, *, batch_size: int,
+                 max_samples: int, normalize: bool, process_index: int, train: bool):
+        self.source, self.planner = source, planner
+        self.batch_size, self.max_samples, self.normalize = batch_size, max_samples, normalize
+        self.process_index, self.train = process_index, train
+
+    def _load(self, idx: int) -> np.ndarray | None:
+        try:
+            audio = np.asarray(self.source[idx]["audio"], np.float32)
+        except Exception as e:  # a corrupt record must not stop training
+            log.warning("skipping unreadable record %d of %s: %s", idx, self.source, e)
+            return None
+        if audio.ndim != 1:
+            log.warning("skipping record %d of %s: audio shape %s is not [samples]",
+                        idx, self.source, audio.shape)
+            return None
+        if not np.isfinite(audio).all():
+            log.warning("skipping record %d of %s: non-finite samples", idx, self.source)
+            return None
+        return audio
+
+    def _offset(self, epoch: int, idx: int, excess: int) -> int:
+        if not self.train or excess <= 0:
+            return 0
+        return int(np.random.default_rng([_u64(self.planner.seed), epoch, idx, 1]).integers(0, excess + 1))
+
+    def map(self, g: int) -> dict[str, np.ndarray]:
+        g = int(g)
+        per_epoch = self.planner.batches_per_epoch
+        epoch, j = divmod(g, per_epoch)
+        rows, row_bucket = self.planner.epoch(epoch)
+        length = int(self.planner.buckets[row_bucket[j]])
+        lo = self.process_index * self.batch_size
+        ids = rows[j, lo:lo + self.batch_size]
+        audio = np.zeros((self.batch_size, length), np.float32)
+        lengths = np.zeros((self.batch_size,), np.int32)
+        offsets = np.zeros((self.batch_size,), np.int32)
+        index = np.full((self.batch_size,), -1, np.int32)
+        for b, idx in enumerate(ids):
+            if idx < 0:
+                continue
+            wav = self._load(int(idx))
+            if wav is None:
+                continue
+            start = self._offset(epoch, int(idx), len(wav) - self.max_samples)
+            wav = wav[start:start + min(self.max_samples, length)]
+            if self.normalize:
+                wav = normalize_audio(wav)
+            audio[b, :len(wav)] = wav
+            lengths[b], offsets[b], index[b] = len(wav), start, idx
+        mask = np.arange(length)[None, :] < lengths[:, None]
+        return {"audio": audio, "audio_mask": mask, "lengths": lengths, "index": index,
+                "offset": offsets}
+
+
+def _ensure_flags_parsed() -> None:
+    """Grain's worker processes read absl flags; outside an absl app nothing has parsed them."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _check(batch_size: int, max_samples: int, num_buckets: int) -> None:
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if max_samples <= 0:
+        raise ValueError(f"max_samples must be positive, got {max_samples}")
+    if num_buckets <= 0:
+        raise ValueError(f"num_buckets must be positive, got {num_buckets}")
+
+
+def train_plan(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
+               min_samples: int, num_buckets: int, seed: int, process_count: int = 1) -> BatchPlan:
+    """The `BatchPlan` that `train_iterator` with the same arguments follows."""
+    _check(batch_size, max_samples, num_buckets)
+    source = ShardSource(shard_dir, split)
+    planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
+                       min_samples, batch_size * process_count, seed, train=True)
+    return planner.describe(len(source))
+
+
+def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
+                   min_samples: int, num_buckets: int, normalize: bool, seed: int,
+                   num_workers: int = 0, process_index: int = 0, process_count: int = 1,
+                   buffer_size: int = 2) -> grain.DatasetIterator:
+    """Infinite, seeded, epoch-aware iterator of training batches (see the module docstring).
+
+    Args:
+        shard_dir: a shard folder (`index.json`).
+        split: the split to read.
+        batch_size: utterances per batch on this process.
+        max_samples: longer utterances are randomly cropped to this many samples; the crop
+            offset is seeded by (seed, epoch, utterance).
+        min_samples: shorter utterances are left out (counted in `it.plan.num_filtered`).
+        num_buckets: number of fixed bucket lengths (`bucket_lengths(max_samples, num_buckets)`).
+        normalize: zero-mean unit-variance per utterance over its real samples.
+        seed: seeds the per-epoch permutations and the crops.
+        num_workers: Grain worker processes; 0 reads in this process.
+        process_index, process_count: this host's share of every global batch.
+        buffer_size: batches prefetched per worker (or by the in-process reader).
+
+    Returns:
+        A Grain `DatasetIterator` with `get_state()`/`set_state()`; `it.plan` is its `BatchPlan`.
+    """
+    _check(batch_size, max_samples, num_buckets)
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} outside [0, {process_count})")
+    source = ShardSource(shard_dir, split)
+    planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
+                       min_samples, batch_size * process_count, seed, train=True)
+    plan = planner.describe(len(source))
+    if plan.num_kept == 0:
+        raise ValueError(f"{shard_dir} split {split!r}: none of its {len(source)} utterances is at "
+                         f"least min_samples={min_samples} long")
+    make = _MakeBatch(source, planner, batch_size=batch_size, max_samples=max_samples,
+                      normalize=normalize, process_index=process_index, train=True)
+    ds = grain.MapDataset.range(_STREAM_LENGTH).map(make)
+    it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1 if num_workers else 2,
+                                                 prefetch_buffer_size=buffer_size))
+    if num_workers > 0:
+        _ensure_flags_parsed()
+        it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
+            num_workers=num_workers, per_worker_buffer_size=buffer_size))
+    it = iter(it_ds)
+    it.plan = plan
+    log.info("train pipeline %s/%s: %d of %d utterances, %d batches/epoch, buckets %s, "
+             "padding %.1f%%", shard_dir, split, plan.num_kept, plan.num_utterances,
+             plan.batches_per_epoch, list(plan.buckets), 100 * plan.padding_fraction)
+    return it
+
+
+def eval_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
+                  num_buckets: int, normalize: bool) -> grain.DatasetIterator:
+    """Finite, deterministic iterator over every utterance of a split, once.
+
+    Utterances are grouped by bucket in record order; longer ones are truncated to their first
+    `max_samples` samples. The last batch is completed with empty items (mask all False,
+    `index` -1). `it.plan` is its `BatchPlan`.
+    """
+    _check(batch_size, max_samples, num_buckets)
+    source = ShardSource(shard_dir, split)
+    planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
+                       0, batch_size, 0, train=False)
+    make = _MakeBatch(source, planner, batch_size=batch_size, max_samples=max_samples,
+                      normalize=normalize, process_index=0, train=False)
+    ds = grain.MapDataset.range(planner.batches_per_epoch).map(make)
+    it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)))
+    it.plan = planner.describe(len(source))
+    return it

@@ -1,0 +1,182 @@
+"""Tests for ssl_jax/data/pipeline.py on small shard folders written here."""
+
+import os
+
+import numpy as np
+import pytest
+
+from ssl_jax.data import pipeline as P
+from ssl_jax.data.shards import ShardSource, ShardWriter
+
+MAX = 16_000
+KW = dict(batch_size=4, max_samples=MAX, min_samples=3_000, num_buckets=4, normalize=False,
+          seed=3)
+
+
+def _write(out: str, lengths: list[int], encoding: str = "pcm_s16le") -> None:
+    rng = np.random.default_rng(0)
+    with ShardWriter(out, "train", encoding=encoding, utterances_per_shard=7) as w:
+        for i, n in enumerate(lengths):
+            audio = (0.2 * rng.standard_normal(n) + 0.1).clip(-1, 1).astype(np.float32)
+            w.add(audio, {"id": f"u{i:03d}"})
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("shards"))
+    lengths = list(np.random.default_rng(1).integers(1_000, 30_000, size=37))
+    _write(out, [int(n) for n in lengths])
+    return out
+
+
+def _take(it, n):
+    return [next(it) for _ in range(n)]
+
+
+def _same(a: list[dict], b: list[dict]) -> bool:
+    return len(a) == len(b) and all(
+        set(x) == set(y) and all(np.array_equal(x[k], y[k]) for k in x) for x, y in zip(a, b))
+
+
+def test_bucket_lengths():
+    b = P.bucket_lengths(250_000, 5)
+    assert len(b) == 5 and b == sorted(set(b))
+    assert all(x % 320 == 0 for x in b) and b[-1] >= 250_000 and b[-1] - 250_000 < 320
+    assert P.bucket_lengths(320, 8) == [320]
+    with pytest.raises(ValueError):
+        P.bucket_lengths(0, 3)
+
+
+def test_train_batches_cover_epoch_and_respect_masks(shards):
+    it = P.train_iterator(shards, "train", **KW)
+    plan = it.plan
+    src = ShardSource(shards, "train")
+    kept = set(np.flatnonzero(src.num_samples >= KW["min_samples"]).tolist())
+    assert plan.num_filtered == len(src) - len(kept) > 0
+    buckets = P.bucket_lengths(MAX, KW["num_buckets"])
+    batches = _take(it, plan.batches_per_epoch)
+    seen, padded, total = [], 0, 0
+    for b in batches:
+        n = b["audio"].shape[1]
+        assert n in buckets and b["audio"].shape == (4, n) and b["audio_mask"].shape == (4, n)
+        assert b["audio"].dtype == np.float32 and b["lengths"].dtype == np.int32
+        np.testing.assert_array_equal(b["audio_mask"].sum(1), b["lengths"])
+        assert (b["audio"][~b["audio_mask"]] == 0).all()
+        assert (b["lengths"] <= MAX).all() and (b["lengths"] > 0).all()
+        # Each item sits in the smallest bucket that holds it, or was promoted upward.
+        seen += b["index"].tolist()
+        padded += int((~b["audio_mask"]).sum())
+        total += b["audio_mask"].size
+        for row, idx in enumerate(b["index"]):
+            start, n_real = b["offset"][row], b["lengths"][row]
+            np.testing.assert_array_equal(b["audio"][row, :n_real],
+                                          src[idx]["audio"][start:start + n_real])
+    assert set(seen) == kept  # every kept utterance once per epoch (plus fill duplicates)
+    assert len(seen) - len(set(seen)) < KW["batch_size"]
+    assert plan.padding_fraction == pytest.approx(padded / total)
+    assert plan.padding_fraction < 0.5
+
+
+def test_epochs_seeds_and_crops(shards):
+    it = P.train_iterator(shards, "train", **KW)
+    per = it.plan.batches_per_epoch
+    e0, e1 = _take(it, per), _take(it, per)
+    assert [b["index"].tolist() for b in e0] != [b["index"].tolist() for b in e1]
+    assert _same(e0, _take(P.train_iterator(shards, "train", **KW), per))
+    other = _take(P.train_iterator(shards, "train", **dict(KW, seed=4)), per)
+    assert [b["index"].tolist() for b in e0] != [b["index"].tolist() for b in other]
+    # Long utterances get random crops that change with the epoch.
+    off0 = {i: o for b in e0 for i, o in zip(b["index"], b["offset"])}
+    off1 = {i: o for b in e1 for i, o in zip(b["index"], b["offset"])}
+    assert any(off0[i] != off1[i] for i in off0 if off0[i] or off1[i])
+
+
+def test_normalize(shards):
+    b = next(P.train_iterator(shards, "train", **dict(KW, normalize=True)))
+    for row in range(4):
+        x = b["audio"][row, :b["lengths"][row]]
+        assert abs(x.mean()) < 1e-4 and abs(x.std() - 1) < 1e-3
+
+
+def test_resume_in_process(shards):
+    ref = _take(P.train_iterator(shards, "train", **KW), 30)
+    it = P.train_iterator(shards, "train", **KW)
+    _take(it, 13)
+    state = it.get_state()
+    it2 = P.train_iterator(shards, "train", **KW)
+    it2.set_state(state)
+    assert _same(_take(it2, 17), ref[13:])
+
+
+def test_resume_with_workers(shards):
+    ref = _take(P.train_iterator(shards, "train", **KW), 14)
+    it = P.train_iterator(shards, "train", num_workers=2, **KW)
+    first = _take(it, 9)
+    state = it.get_state()
+    it.close()
+    it2 = P.train_iterator(shards, "train", num_workers=2, **KW)
+    it2.set_state(state)
+    rest = _take(it2, 5)
+    it2.close()
+    assert _same(first, ref[:9]) and _same(rest, ref[9:])
+
+
+def test_process_shares_are_disjoint_and_complete(shards):
+    kw = dict(KW, batch_size=2)
+    full = _take(P.train_iterator(shards, "train", **KW), 10)
+    parts = [_take(P.train_iterator(shards, "train", process_index=p, process_count=2, **kw), 10)
+             for p in range(2)]
+    for g, a, b in zip(full, *parts):
+        assert a["audio"].shape == b["audio"].shape == (2, g["audio"].shape[1])
+        for k in g:
+            np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), g[k])
+
+
+def test_eval_iterator_whole_split_once(shards):
+    src = ShardSource(shards, "train")
+    batches = list(P.eval_iterator(shards, "train", batch_size=4, max_samples=MAX, num_buckets=3,
+                                   normalize=False))
+    again = list(P.eval_iterator(shards, "train", batch_size=4, max_samples=MAX, num_buckets=3,
+                                 normalize=False))
+    assert _same(batches, again)
+    idx = np.concatenate([b["index"] for b in batches])
+    assert sorted(idx[idx >= 0].tolist()) == list(range(len(src)))
+    n_empty = (-len(src)) % 4
+    assert n_empty > 0 and (idx < 0).sum() == n_empty and (idx[len(idx) - n_empty:] < 0).all()
+    last = batches[-1]
+    assert not last["audio_mask"][last["index"] < 0].any()
+    for b in batches:
+        assert b["audio"].shape[1] in P.bucket_lengths(MAX, 3) and (b["offset"] == 0).all()
+        for row, i in enumerate(b["index"]):
+            if i >= 0:
+                assert b["lengths"][row] == min(src.num_samples[i], MAX)
+
+
+def test_corrupt_record_is_an_empty_item(tmp_path):
+    from array_record.python import array_record_module as ar
+
+    out = str(tmp_path)
+    _write(out, [8_000] * 6)
+    # Rewrite the first shard with one undecodable record (odd byte count).
+    path = os.path.join(out, "train-00000.array_record")
+    src = ShardSource(out, "train")
+    records = [src._records()[i] for i in range(6)]
+    records[2] = b"\x01\x02\x03"
+    w = ar.ArrayRecordWriter(path, "group_size:1")
+    for r in records:
+        w.write(r)
+    w.close()
+    batches = list(P.eval_iterator(out, "train", batch_size=3, max_samples=MAX, num_buckets=1,
+                                   normalize=True))
+    lengths = np.concatenate([b["lengths"] for b in batches])
+    assert lengths.tolist() == [8_000, 8_000, 0, 8_000, 8_000, 8_000]
+    assert all(np.isfinite(b["audio"]).all() for b in batches)
+
+
+def test_errors(shards, tmp_path):
+    with pytest.raises(ValueError, match="min_samples"):
+        P.train_iterator(shards, "train", **dict(KW, min_samples=10**9))
+    with pytest.raises(KeyError, match="no split"):
+        P.train_iterator(shards, "nope", **KW)
+    with pytest.raises(FileNotFoundError):
+        P.train_iterator(str(tmp_path), "train", **KW)
