@@ -1,0 +1,167 @@
+"""Weighted-sum probe: feature caching, batching, decoding, trials and the three task families."""
+
+import jax
+import numpy as np
+import pytest
+from ml_collections import config_dict
+
+from ssl_jax.data.shards import ShardSource
+from ssl_jax.downstream import heads, probe, tasks
+from tests.downstream import fakes
+
+
+@pytest.fixture(scope="module")
+def fake_dir(tmp_path_factory):
+    return fakes.write_fake_corpus(str(tmp_path_factory.mktemp("fake")), per_split=36)
+
+
+@pytest.fixture(scope="module")
+def features(fake_dir):
+    up = fakes.SpectrumUpstream()
+    raw = {s: probe.extract(up, ShardSource(fake_dir, s), batch_size=4, log=lambda m: None)
+           for s in ("train", "valid", "test", "test_unseen")}
+    mean, std = probe.layer_stats(raw["train"])
+    return {s: probe.normalize(r, mean, std) for s, r in raw.items()}
+
+
+def _data(task, fake_dir, features, splits=("train", "valid", "test")):
+    out = {}
+    for role, split in zip(("train", "valid", "test"), splits):
+        man = ShardSource(fake_dir, split).manifest
+        idx = [i for i, m in enumerate(man) if task.select(m)]
+        out[role] = probe.TaskData(features[split], np.array(idx), [task.target(man[i]) for i in idx])
+    return out
+
+
+def _hp(**kw):
+    h = dict(lr=1e-2, weight_decay=0.0, clip_norm=5.0, batch_size=8, eval_batch_size=8,
+             max_steps=120, eval_every=40, patience=10)
+    h.update(kw)
+    return config_dict.ConfigDict(h)
+
+
+def test_extract_matches_unbatched_upstream(fake_dir):
+    up = fakes.SpectrumUpstream()
+    src = ShardSource(fake_dir, "valid")
+    feats = probe.extract(up, src, batch_size=4, log=lambda m: None)
+    assert len(feats) == len(src)
+    for i in (0, 5, len(src) - 1):
+        audio = src[i]["audio"]
+        ref = up(audio[None], np.array([len(audio)]))
+        want = np.stack([h[0] for h in ref.hidden_states])[:, : int(ref.lengths[0])]
+        assert feats[i].shape == want.shape
+        np.testing.assert_allclose(feats[i].astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+
+def test_normalize_uses_train_statistics(features):
+    train = np.concatenate([f.astype(np.float32) for f in features["train"].frames], axis=1)
+    np.testing.assert_allclose(train.mean(1), 0.0, atol=2e-2)
+    std = train.std(1)
+    # Constant dimensions stay constant (std floor); every other one has unit variance.
+    assert (np.abs(std - 1.0) < 2e-2).mean() > 0.9 and ((np.abs(std - 1.0) < 2e-2) | (std < 1e-3)).all()
+    f = features["valid"]
+    np.testing.assert_allclose(f.pooled[3], f.frames[3].astype(np.float32).mean(1), atol=1e-2)
+
+
+def test_frame_batch_stacks_and_masks():
+    a = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)
+    b = np.ones((2, 2, 3), np.float32)
+    x, mask = probe.frame_batch([a, b], stack=2, pad_to=4, batch_size=3)
+    assert x.shape == (3, 2, 4, 6) and mask.shape == (3, 4)
+    assert mask.sum(1).tolist() == [3, 1, 0]
+    np.testing.assert_array_equal(x[0, 1, 0], np.concatenate([a[1, 0], a[1, 1]]))
+    np.testing.assert_array_equal(x[0, 0, 2], np.concatenate([a[0, 4], np.zeros(3)]))
+
+
+def test_bucket_grid():
+    vals = [probe.bucket(n) for n in range(1, 2000)]
+    assert all(v >= n for n, v in zip(range(1, 2000), vals))
+    assert len(set(vals)) < 20
+    assert all(v <= max(32, 1.3 * n + 16) for n, v in zip(range(1, 2000), vals))
+
+
+def test_greedy_ctc_collapses_repeats_and_blanks():
+    path = np.array([0, 2, 2, 0, 2, 3, 3, 0, 1, 1])
+    logits = np.eye(4)[path][None]
+    assert probe.greedy_ctc(logits, np.ones((1, 10), bool)) == [[2, 2, 3, 1]]
+    assert probe.greedy_ctc(logits, np.arange(10)[None] < 5) == [[2, 2]]
+
+
+def test_make_trials_balanced_and_valid():
+    spk = ["a"] * 4 + ["b"] * 4 + ["c"] * 2
+    tr = probe.make_trials(spk, 3, seed=0)
+    assert (tr[:, 0] < tr[:, 1]).all()
+    same = np.array([spk[i] == spk[j] for i, j, _ in tr])
+    np.testing.assert_array_equal(same, tr[:, 2] == 1)
+    assert 0.3 < tr[:, 2].mean() < 0.7
+    np.testing.assert_array_equal(tr, probe.make_trials(spk, 3, seed=0))
+
+
+def test_layer_mix_is_softmax_weighted_sum():
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 4)).astype(np.float32)
+    mix = heads.LayerMix(3)
+    params = {"layer_logits": np.array([0.0, 1.0, -1.0], np.float32)}
+    out = mix.apply({"params": params}, x)
+    w = np.exp(params["layer_logits"]) / np.exp(params["layer_logits"]).sum()
+    np.testing.assert_allclose(out, np.einsum("blfd,l->bfd", x, w), rtol=1e-5, atol=1e-6)
+
+
+def test_classify_learns_keywords_and_intents(fake_dir, features):
+    logs = []
+    for name in ("ks", "ic"):
+        task = tasks.get(name)
+        res = probe.run_classify(task, _data(task, fake_dir, features), _hp(), 0,
+                                 lambda *a: logs.append(a))
+        assert res.metrics["acc"] >= 0.75, (name, res.metrics)
+        assert res.layer_weights.shape == (2,) and abs(res.layer_weights.sum() - 1) < 1e-5
+    assert any(tag == "ks/valid_acc" for tag, _, _ in logs)
+
+
+def test_ctc_learns_phones(fake_dir, features):
+    task = tasks.get("pr")
+    res = probe.run_ctc(task, _data(task, fake_dir, features), _hp(head="linear", max_steps=200), 0,
+                        stack=1, log_scalar=lambda *a: None)
+    assert res.metrics["per"] < 0.5, res.metrics
+
+
+def test_bilstm_ctc_head_runs_and_reports_wer(fake_dir, features):
+    task = tasks.get("asr")
+    res = probe.run_ctc(task, _data(task, fake_dir, features),
+                        _hp(head="bilstm", hidden=16, lstm_layers=1, max_steps=20, eval_every=10), 0,
+                        stack=2, log_scalar=lambda *a: None)
+    assert set(res.metrics) == {"wer", "cer"} and res.metrics["wer"] >= 0.0
+    assert res.info["stack"] == 2
+
+
+def test_verify_separates_unseen_speakers(fake_dir, features):
+    task = tasks.get("asv")
+    res = probe.run_verify(task, _data(task, fake_dir, features, ("train", "valid", "test_unseen")),
+                           _hp(channels=16, embed_dim=8, trials_per_utterance=5, max_steps=80), 0,
+                           stack=1, log_scalar=lambda *a: None)
+    assert res.info["test_speakers"] == 2
+    assert res.metrics["eer"] < 0.3, res.metrics
+
+
+def test_early_stopping_keeps_best_parameters(fake_dir, features):
+    task = tasks.get("ks")
+    scores = iter([0.5, 0.9, 0.4, 0.3, 0.2, 0.1])
+    seen = []
+
+    def validate(p):
+        seen.append(jax.tree.map(np.asarray, p))
+        return {"acc": next(scores)}
+
+    model = heads.UtteranceClassifier(2, (3,))
+    x = np.zeros((4, 2, 32), np.float32)
+
+    def batches():
+        while True:
+            yield {"x": x, "y": np.zeros((4,), np.int32)}
+
+    def loss_fn(p, b, key):
+        return -model.apply({"params": p}, b["x"])[0][:, 0].mean()
+
+    res = probe.fit(model, (x,), loss_fn, batches(), validate, task,
+                    _hp(max_steps=100, eval_every=5, patience=3), jax.random.PRNGKey(0), lambda *a: None)
+    assert res.best_step == 10 and res.steps == 25
+    jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, res.params), seen[1])
