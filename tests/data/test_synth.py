@@ -1,0 +1,221 @@
+"""Tests for the embedded corpus (`ssl_jax/data/synth.py`) and its text generators."""
+
+import collections
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from ssl_jax.data import sentences, synth
+from ssl_jax.data.shards import SAMPLE_RATE, ShardSource, read_index, read_manifest
+
+FIELDS = {"id", "num_samples", "speaker", "language", "text", "phonemes", "task", "style",
+          "keyword", "intent"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tiny_corpus):
+    with open(os.path.join(tiny_corpus, "corpus.json")) as f:
+        info = json.load(f)
+    manifests = {s: read_manifest(tiny_corpus, s) for s in synth.SPLITS}
+    return tiny_corpus, info, manifests
+
+
+def test_corpus_json_summarises_the_shards(corpus):
+    path, info, manifests = corpus
+    index = read_index(path)
+    assert info["sample_rate"] == index["sample_rate"] == SAMPLE_RATE
+    assert set(info["splits"]) == set(index["splits"]) == set(synth.SPLITS)
+    total = 0
+    for split, m in manifests.items():
+        assert info["splits"][split]["utterances"] == len(m) > 0
+        assert sum(info["counts"][split]["task"].values()) == len(m)
+        assert sum(info["counts"][split]["style"].values()) == len(m)
+        assert sum(info["counts"][split]["language"].values()) == len(m)
+        total += sum(u["num_samples"] for u in m)
+    assert info["hours"] == pytest.approx(total / SAMPLE_RATE / 3600)
+    assert info["num_utterances"] == sum(len(m) for m in manifests.values())
+    assert info["num_speakers"] == len(info["speakers"])
+    assert "not emotions" in info["style_note"]
+    assert info["build"]["real_time_factor_per_core"] > 0
+    assert info["keywords"] == list(sentences.KEYWORD_LABELS)
+
+
+def test_manifest_fields_and_labels(corpus):
+    _, info, manifests = corpus
+    inventory = set(info["phoneme_inventory"])
+    ids = set()
+    for split, m in manifests.items():
+        for u in m:
+            assert set(u) == FIELDS, u
+            assert u["id"] not in ids
+            ids.add(u["id"])
+            assert MIN_OK <= u["num_samples"] / SAMPLE_RATE <= synth.MAX_SECONDS
+            assert u["task"] in ("sentence", "keyword", "intent")
+            assert u["style"] in synth.STYLES
+            assert set(u["phonemes"]) <= inventory
+            if u["task"] == "keyword":
+                assert u["keyword"] in sentences.KEYWORD_LABELS and u["intent"] is None
+                if u["keyword"] in sentences.KEYWORDS:
+                    assert u["text"] == u["keyword"]
+                if u["keyword"] == sentences.SILENCE:
+                    assert u["speaker"] == synth.SILENCE_SPEAKER and u["phonemes"] == []
+                    assert split != "test_unseen"
+                    continue
+            elif u["task"] == "intent":
+                labels = sentences.intent_labels()
+                assert u["keyword"] is None and u["language"].startswith("en")
+                assert {k: u["intent"][k] in labels[k] for k in labels} == dict.fromkeys(labels, True)
+            else:
+                assert u["keyword"] is None and u["intent"] is None
+            assert u["text"] and u["phonemes"]
+            assert all(p.strip() == p and p for p in u["phonemes"])
+
+
+MIN_OK = synth.MIN_SECONDS - 1e-9
+
+
+def test_speakers_styles_and_splits(corpus):
+    _, info, manifests = corpus
+    seen = {s["id"] for s in info["speakers"] if s["split"] == "seen"}
+    unseen = {s["id"] for s in info["speakers"] if s["split"] == "unseen"}
+    assert seen and unseen and not seen & unseen
+    train_styles = collections.defaultdict(set)
+    for u in manifests["train"]:
+        train_styles[u["speaker"]].add(u["style"])
+    for spk in seen:
+        assert train_styles[spk] == set(synth.STYLES), spk
+    for split in ("valid", "test"):
+        assert {u["speaker"] for u in manifests[split]} <= seen | {synth.SILENCE_SPEAKER}
+    assert {u["speaker"] for u in manifests["test_unseen"]} == unseen
+    ids_by_split = {s: {u["id"] for u in m} for s, m in manifests.items()}
+    assert not ids_by_split["train"] & (ids_by_split["valid"] | ids_by_split["test"])
+    assert len({s["language"] for s in info["speakers"]}) >= 9  # English accents + others
+
+
+def test_styles_are_acoustically_distinct(corpus, tiny_corpus):
+    """Loud is louder; fast_high is faster (fewer samples per phone) than slow_low."""
+    _, _, manifests = corpus
+    source = ShardSource(tiny_corpus, "train")
+    rms, per_phone = collections.defaultdict(list), collections.defaultdict(list)
+    for i, u in enumerate(source.manifest):
+        if u["task"] != "sentence":
+            continue
+        audio = source[i]["audio"]
+        speech = audio[np.abs(audio) > 0.02]
+        rms[u["style"]].append(np.sqrt(np.mean(speech**2)))
+        per_phone[u["style"]].append(u["num_samples"] / len(u["phonemes"]))
+    mean = {k: {s: float(np.median(v[s])) for s in synth.STYLES} for k, v in
+            (("rms", rms), ("per_phone", per_phone))}
+    assert mean["rms"]["loud"] > 1.5 * mean["rms"]["neutral"]
+    assert mean["per_phone"]["slow_low"] > 1.4 * mean["per_phone"]["fast_high"]
+
+
+def test_silence_clips_hold_no_speech(corpus, tiny_corpus):
+    source = ShardSource(tiny_corpus, "train")
+    levels = {"silence": [], "speech": []}
+    for i, u in enumerate(source.manifest):
+        if u["task"] == "keyword":
+            key = "silence" if u["keyword"] == sentences.SILENCE else "speech"
+            levels[key].append(np.abs(source[i]["audio"]).max())
+    assert levels["silence"] and levels["speech"]
+    assert max(levels["silence"]) < 0.1 < min(levels["speech"])
+
+
+def _tree_bytes(path):
+    out = {}
+    for name in sorted(os.listdir(path)):
+        with open(os.path.join(path, name), "rb") as f:
+            data = f.read()
+        if name == "corpus.json":
+            info = json.loads(data)
+            info.pop("build")
+            data = json.dumps(info, sort_keys=True).encode()
+        out[name] = data
+    return out
+
+
+def test_same_seed_same_bytes_for_any_worker_count(tmp_path):
+    kw = dict(hours=0.01, seed=5, voices=["en-us", "de"])
+    a = synth.build_corpus(str(tmp_path / "a"), num_workers=1, **kw)
+    b = synth.build_corpus(str(tmp_path / "b"), num_workers=2, **kw)
+    c = synth.build_corpus(str(tmp_path / "c"), num_workers=1, **dict(kw, seed=6))
+    ta, tb, tc = (_tree_bytes(str(tmp_path / n)) for n in "abc")
+    assert ta == tb
+    assert ta["train.jsonl"] != tc["train.jsonl"]
+    assert a["languages"] == ["de", "en-us"] and b["build"]["workers"] == 2
+    assert c["seed"] == 6
+
+
+def test_clear_errors(tmp_path, tiny_corpus):
+    with pytest.raises(ValueError, match="hours must be a positive"):
+        synth.build_corpus(str(tmp_path / "x"), hours=0)
+    with pytest.raises(ValueError, match="hours must be a positive"):
+        synth.build_corpus(str(tmp_path / "x"), hours=-1.0)
+    with pytest.raises(ValueError, match=r"unknown voice\(s\) \['klingon'\]"):
+        synth.build_corpus(str(tmp_path / "x"), hours=0.01, voices=["klingon"])
+    with pytest.raises(ValueError, match="already holds a different corpus"):
+        synth.build_corpus(tiny_corpus, hours=0.05, seed=1)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "f.txt").write_text("x")
+    with pytest.raises(ValueError, match="not empty"):
+        synth.build_corpus(str(tmp_path / "full"), hours=0.01)
+    assert not os.path.exists(tmp_path / "x")
+    assert synth.main(["--out", str(tmp_path / "y"), "--hours", "0"]) == 2
+
+
+def test_existing_corpus_is_reused_and_cli_summary(tiny_corpus, capsys):
+    before = os.path.getmtime(os.path.join(tiny_corpus, "corpus.json"))
+    assert synth.main(["--out", tiny_corpus, "--hours", "0.05", "--seed", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "speakers" in out and "real time per core" in out
+    assert os.path.getmtime(os.path.join(tiny_corpus, "corpus.json")) == before
+
+
+def test_ensure_corpus_builds_once_under_a_race(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSL_JAX_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_build(out, hours, seed):
+        calls.append(out)
+        threading.Event().wait(0.2)  # widen the race window
+        os.makedirs(out)
+        with open(os.path.join(out, "corpus.json"), "w") as f:
+            json.dump({"hours_requested": hours, "seed": seed}, f)
+
+    monkeypatch.setattr(synth, "build_corpus", fake_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(synth.ensure_corpus(0.5, 3)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = str(tmp_path / "cache" / "corpus-h0.5-s3")
+    assert results == [expected] * 3 and calls == [expected]
+    with pytest.raises(ValueError):
+        synth.ensure_corpus(-1.0)
+
+
+def test_text_generators():
+    for lang in ("en", "de", "fr", "fi", "pl"):
+        vocab = sentences.vocabulary(lang)
+        assert len(vocab) >= sentences.MIN_VOCAB and len(set(vocab)) == len(vocab)
+        assert all(w.isalpha() and w == w.lower() for w in vocab)
+    rng = np.random.default_rng(0)
+    s = sentences.sentence(rng, "en", 7)
+    assert len(s.split()) == 7 and s.endswith(".") and s[0].isupper()
+    assert sentences.sentence(np.random.default_rng(1), "de", 5) == \
+        sentences.sentence(np.random.default_rng(1), "de", 5)
+    labels = collections.Counter(sentences.keyword(rng)[0] for _ in range(2000))
+    assert set(labels) == set(sentences.KEYWORDS) | {sentences.UNKNOWN}
+    for _ in range(50):
+        label, word = sentences.keyword(rng, [sentences.UNKNOWN])
+        assert word not in sentences.KEYWORDS
+        text, slots = sentences.intent(rng)
+        assert slots["object"] in text
+        assert (slots["location"] == "none") == (" in the " not in text)
+    with pytest.raises(ValueError, match="no word list"):
+        sentences.vocabulary("xx")
