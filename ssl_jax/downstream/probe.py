@@ -246,6 +246,7 @@ class TaskData:
     features: SplitFeatures
     indices: np.ndarray  # utterance indices into the split
     targets: list[Any]
+    trials: np.ndarray | None = None  # verification: official [trials, 3] (i, j, target) rows of `indices`
 
 
 @dataclasses.dataclass
@@ -423,8 +424,8 @@ def run_verify(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
             x, mask = frame_batch(feats, stack, pad_to=bucket(max(-(-f.shape[1] // stack) for f in feats)))
             yield {"x": x, "mask": mask.astype(np.float32), "y": labels[rows]}
 
-    trials = {r: make_trials(data[r].targets, hp.trials_per_utterance, seed)
-              for r in ("valid", "test")}
+    trials = {r: data[r].trials if data[r].trials is not None
+              else make_trials(data[r].targets, hp.trials_per_utterance, seed) for r in ("valid", "test")}
 
     def score(params, role):
         d = data[role]

@@ -1,0 +1,59 @@
+"""SUPERB-style probing on the embedded eSpeak NG corpus (CPU-sized; Yang et al., 2021).
+
+  python -m ssl_jax.evaluate --config=configs/eval/superb_tiny.py --upstream=fbank --workdir=/tmp/eval_fbank
+  python -m ssl_jax.evaluate --config=configs/eval/superb_tiny.py --upstream=runs/w2v2_tiny --workdir=/tmp/eval_w2v2
+
+Protocol as in SUPERB: frozen upstream, learnable softmax weights over all hidden states,
+light heads, hyper-parameters fixed here and identical for every upstream, model selection
+on the valid split, one score on the test split. Deviations (CPU budget): fewer steps and a
+smaller ASR BiLSTM (1 layer of 128 units instead of 2 of 1024); frame-level heads read
+adjacent frames stacked to about 50 Hz (FBANK's 100 Hz frames are stacked in pairs); every
+layer is standardised with training-split statistics. ER here scores the corpus' four
+prosody classes (neutral / fast_high / slow_low / loud), not emotions. ASV trains on the
+training speakers and is scored on trials among the held-out speakers of `test_unseen`.
+"""
+
+from ml_collections import config_dict
+
+
+def head(**kw) -> config_dict.ConfigDict:
+    h = dict(
+        data="",  # "": the embedded corpus of `data`; else "READER:PATH" (see downstream/readers.py)
+        splits=("train", "valid", "test"),
+        lr=1e-3, weight_decay=1e-4, clip_norm=5.0,
+        batch_size=32, eval_batch_size=32,
+        max_steps=1000, eval_every=100, patience=4,
+    )
+    h.update(kw)
+    return config_dict.ConfigDict(h)
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    c.seed = 0
+    c.tasks_to_run = ("pr", "ks", "sid", "ic", "er", "asr", "asv")
+
+    c.data = config_dict.ConfigDict()
+    c.data.path = ""  # empty: the embedded corpus, built once into the cache
+    c.data.synth_hours = 1.0
+    c.data.synth_seed = 0
+
+    c.extract = config_dict.ConfigDict()
+    c.extract.batch_size = 8
+    c.target_rate = 50.0  # frame-level heads: stack adjacent frames down to about this rate
+
+    c.tasks = config_dict.ConfigDict()
+    c.tasks.pr = head(title="PR (PER)", head="linear", hidden=0, lstm_layers=0,
+                      lr=2e-3, batch_size=16, max_steps=1500, eval_every=150)
+    c.tasks.ks = head(title="KS (acc, 10 words+sil+unk)", lr=2e-3, max_steps=1500)
+    c.tasks.sid = head(title="SID (acc)", lr=2e-3, max_steps=2000, eval_every=200)
+    c.tasks.ic = head(title="IC (acc, action+object+location)", lr=2e-3, max_steps=1500)
+    c.tasks.er = head(title="ER* prosody classes (acc)", lr=2e-3, max_steps=1500)
+    c.tasks.asr = head(title="ASR (WER, chars, greedy)", head="bilstm", hidden=128, lstm_layers=1,
+                       lr=2e-3, batch_size=16, max_steps=1500, eval_every=150)
+    c.tasks.asv = head(title="ASV (EER, unseen speakers)", splits=("train", "valid", "test_unseen"),
+                       channels=128, embed_dim=64, trials_per_utterance=10,
+                       lr=2e-3, batch_size=16, max_steps=1000)
+    if arg:
+        raise ValueError(f"superb_tiny takes no variant argument, got {arg!r}")
+    return c
