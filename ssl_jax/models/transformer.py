@@ -1,0 +1,217 @@
+"""Transformer encoder of wav2vec 2.0-style models (Vaswani et al., 2017; Baevski et al., 2020).
+
+Post-LN blocks (BASE) or pre-LN "stable layer norm" blocks (LARGE), self-attention with a key
+padding mask and an optional (WavLM, gated) relative position bias, LayerDrop (Fan et al., 2019),
+optional rematerialisation. Every layer's hidden state is returned.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssl_jax.models.feature_extractor import LN_EPS, gelu
+from ssl_jax.models.position import (
+    ConvPositionalEmbedding,
+    PositionBiasGate,
+    RelativePositionBias,
+    StackedConvPositionalEmbedding,
+)
+
+ACTIVATION_AXES = ("batch", "frames", "embed")
+
+
+def _dense(features: int, axes: tuple[str | None, str | None], dtype, name: str) -> nn.Dense:
+    return nn.Dense(
+        features,
+        dtype=dtype,
+        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), axes),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
+        name=name,
+    )
+
+
+def layer_norm(dtype, name: str) -> nn.LayerNorm:
+    """LayerNorm over the model dimension with the reference epsilon (1e-5)."""
+    return nn.LayerNorm(
+        epsilon=LN_EPS,
+        use_fast_variance=False,
+        dtype=dtype,
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+        name=name,
+    )
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with key padding mask and optional gated relative bias.
+
+    Attributes:
+      dim: model dimension; num_heads: heads; dropout: attention-probability dropout;
+      gated_bias: whether this layer gates a relative position bias (WavLM).
+    """
+
+    dim: int
+    num_heads: int
+    dropout: float = 0.0
+    gated_bias: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, position_bias: jax.Array | None, deterministic: bool
+    ) -> jax.Array:
+        """x: [batch, frames, dim]; mask: bool[batch, frames] (True = real frame);
+        position_bias: [heads, frames, frames] or None -> [batch, frames, dim]."""
+        b, t, _ = x.shape
+        hd = self.dim // self.num_heads
+
+        def heads(y):
+            return y.reshape(b, t, self.num_heads, hd)
+
+        q = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "q_proj")(x)) * (hd**-0.5)
+        k = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "k_proj")(x))
+        v = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "v_proj")(x))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        if position_bias is not None:
+            if self.gated_bias:
+                scores = scores + PositionBiasGate(self.num_heads, self.dtype, name="gate")(x, position_bias)
+            else:
+                scores = scores + position_bias[None].astype(jnp.float32)
+        scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = nn.Dropout(self.dropout)(probs, deterministic=deterministic).astype(self.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, self.dim)
+        return _dense(self.dim, ("heads", "embed"), self.dtype, "out_proj")(out)
+
+
+class FeedForward(nn.Module):
+    """Dense -> GELU -> dropout -> Dense -> dropout."""
+
+    dim: int
+    intermediate_size: int
+    activation_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        """x: [batch, frames, dim] -> [batch, frames, dim]."""
+        h = _dense(self.intermediate_size, ("embed", "mlp"), self.dtype, "intermediate_dense")(x)
+        h = nn.Dropout(self.activation_dropout)(gelu(h), deterministic=deterministic)
+        h = _dense(self.dim, ("mlp", "embed"), self.dtype, "output_dense")(h)
+        return nn.Dropout(self.hidden_dropout)(h, deterministic=deterministic)
+
+
+class EncoderLayer(nn.Module):
+    """One Transformer block, post-LN (`layer_norm_first=False`) or pre-LN."""
+
+    dim: int
+    num_heads: int
+    intermediate_size: int
+    layer_norm_first: bool = False
+    attention_dropout: float = 0.0
+    hidden_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    gated_bias: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, position_bias: jax.Array | None, deterministic: bool
+    ) -> jax.Array:
+        """x: [batch, frames, dim]; mask: bool[batch, frames] -> [batch, frames, dim]."""
+        attention = SelfAttention(
+            self.dim, self.num_heads, self.attention_dropout, self.gated_bias, self.dtype, name="attention"
+        )
+        feed_forward = FeedForward(
+            self.dim, self.intermediate_size, self.activation_dropout, self.hidden_dropout, self.dtype,
+            name="feed_forward",
+        )
+        ln = layer_norm(self.dtype, "layer_norm")
+        final_ln = layer_norm(self.dtype, "final_layer_norm")
+        drop = nn.Dropout(self.hidden_dropout)
+        if self.layer_norm_first:
+            h = attention(ln(x), mask, position_bias, deterministic)
+            x = x + drop(h, deterministic=deterministic)
+            x = x + feed_forward(final_ln(x), deterministic)
+        else:
+            h = attention(x, mask, position_bias, deterministic)
+            x = ln(x + drop(h, deterministic=deterministic))
+            x = final_ln(x + feed_forward(x, deterministic))
+        return nn.with_logical_constraint(x, ACTIVATION_AXES)
+
+
+class TransformerEncoder(nn.Module):
+    """Positional embedding + stack of `EncoderLayer`s.
+
+    Attributes:
+      config: an `ssl_jax.models.encoder.EncoderConfig`.
+    """
+
+    config: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool = True) -> tuple[tuple[jax.Array, ...], jax.Array]:
+        """Runs the encoder.
+
+        Args:
+          x: [batch, frames, dim] projected features.
+          mask: bool[batch, frames], True = real frame.
+          deterministic: disables dropout and LayerDrop when True.
+        Returns:
+          hidden_states: tuple of num_layers + 1 arrays [batch, frames, dim]: the input of the first
+            layer, then each layer's output (transformers' `output_hidden_states` order).
+          last_hidden_state: [batch, frames, dim]: the last layer's output, after the final
+            LayerNorm in the pre-LN variant.
+        """
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
+        x = jnp.where(mask[..., None], x, 0.0).astype(dtype)
+        if cfg.num_pos_conv_layers == 1:
+            pos = ConvPositionalEmbedding(
+                cfg.hidden_size, cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups, dtype, name="pos_conv"
+            )
+        else:
+            pos = StackedConvPositionalEmbedding(
+                cfg.hidden_size, cfg.num_conv_pos_embeddings, cfg.num_conv_pos_embedding_groups,
+                cfg.num_pos_conv_layers, dtype, name="pos_conv",
+            )
+        x = x + pos(x, mask)
+        final_ln = layer_norm(dtype, "layer_norm")
+        if not cfg.layer_norm_first:
+            x = final_ln(x)
+        x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
+        x = nn.with_logical_constraint(x, ACTIVATION_AXES)
+
+        position_bias = None
+        if cfg.relative_position_buckets > 0:
+            position_bias = RelativePositionBias(
+                cfg.relative_position_buckets, cfg.relative_position_max_distance, cfg.num_heads, name="rel_pos_bias"
+            )(x.shape[1])
+
+        layer_cls = EncoderLayer
+        if cfg.remat:
+            layer_cls = nn.remat(EncoderLayer, static_argnums=(4,))
+        hidden_states = [x]
+        for i in range(cfg.num_layers):
+            y = layer_cls(
+                cfg.hidden_size,
+                cfg.num_heads,
+                cfg.intermediate_size,
+                cfg.layer_norm_first,
+                cfg.attention_dropout,
+                cfg.hidden_dropout,
+                cfg.activation_dropout,
+                position_bias is not None,
+                dtype,
+                name=f"layers_{i}",
+            )(x, mask, position_bias, deterministic)
+            if not deterministic and cfg.layerdrop > 0.0:
+                keep = jax.random.uniform(self.make_rng("dropout")) >= cfg.layerdrop
+                y = jnp.where(keep, y, x)
+            x = y
+            hidden_states.append(x)
+        last = final_ln(x) if cfg.layer_norm_first else x
+        return tuple(hidden_states), last

@@ -1,0 +1,83 @@
+"""Tests for ssl_jax/models/transformer.py."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssl_jax.models.encoder import EncoderConfig
+from ssl_jax.models.transformer import TransformerEncoder
+
+BASE = EncoderConfig(
+    conv_dim=(8,) * 7, hidden_size=16, num_layers=3, num_heads=2, intermediate_size=32,
+    num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, layerdrop=0.5,
+)
+
+
+def _run(cfg, x, mask, **kw):
+    mod = TransformerEncoder(cfg)
+    p = mod.init(jax.random.key(0), x, mask)
+    return mod, p, mod.apply(p, x, mask, **kw)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"layer_norm_first": True}, {"relative_position_buckets": 8, "relative_position_max_distance": 20},
+     {"num_pos_conv_layers": 3, "num_conv_pos_embeddings": 3}],
+)
+def test_hidden_states_and_padding(changes):
+    cfg = dataclasses.replace(BASE, **changes)
+    x = np.asarray(jax.random.normal(jax.random.key(1), (2, 10, 16)))
+    mask = np.arange(10)[None] < np.array([[10], [6]])
+    mod, p, (hs, last) = _run(cfg, x, mask)
+    assert len(hs) == cfg.num_layers + 1 and all(h.shape == (2, 10, 16) for h in hs)
+    if not cfg.layer_norm_first:
+        np.testing.assert_array_equal(hs[-1], last)
+    else:
+        assert not np.allclose(hs[-1], last)
+    # Valid frames do not depend on what the padded frames hold.
+    x2 = x.copy()
+    x2[1, 6:] = 100.0
+    hs2, _ = mod.apply(p, x2, mask)
+    alone, _ = mod.apply(p, x[1:, :6], mask[1:, :6])
+    for a, b, c in zip(hs, hs2, alone):
+        np.testing.assert_allclose(a[1, :6], b[1, :6], atol=1e-5)
+        np.testing.assert_allclose(a[1, :6], c[0], atol=1e-5)
+
+
+def test_layerdrop_and_dropout_need_rng_and_change_outputs():
+    cfg = dataclasses.replace(BASE, layerdrop=0.9)
+    x = jax.random.normal(jax.random.key(1), (2, 10, 16))
+    mask = jnp.ones((2, 10), bool)
+    mod, p, (hs, _) = _run(cfg, x, mask)
+    outs = [mod.apply(p, x, mask, deterministic=False, rngs={"dropout": jax.random.key(s)})[0] for s in range(4)]
+    # With layerdrop 0.9 some layer is skipped in some draw: its output equals its input.
+    skipped = any(np.array_equal(o[i], o[i + 1]) for o in outs for i in range(cfg.num_layers))
+    assert skipped
+    assert not np.allclose(outs[0][-1], hs[-1])
+
+
+def test_remat_and_bfloat16_match():
+    x = jax.random.normal(jax.random.key(1), (2, 10, 16))
+    mask = jnp.ones((2, 10), bool)
+    _, p, (hs, _) = _run(BASE, x, mask)
+    hs_r, _ = TransformerEncoder(dataclasses.replace(BASE, remat=True)).apply(p, x, mask)
+    np.testing.assert_allclose(hs_r[-1], hs[-1], atol=1e-6)
+    hs_b, _ = TransformerEncoder(dataclasses.replace(BASE, dtype="bfloat16")).apply(p, x, mask)
+    assert hs_b[-1].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(hs_b[-1], np.float32), hs[-1], atol=0.1)
+
+
+def test_logical_axes_on_params():
+    from flax.core import meta
+
+    from ssl_jax.models import LOGICAL_AXES
+
+    x = jnp.zeros((1, 4, 16))
+    p = TransformerEncoder(BASE).init(jax.random.key(0), x, jnp.ones((1, 4), bool))
+    boxes = jax.tree.leaves(p, is_leaf=lambda v: isinstance(v, meta.Partitioned))
+    assert boxes and all(isinstance(b, meta.Partitioned) for b in boxes)
+    for b in boxes:
+        assert all(a is None or a in LOGICAL_AXES for a in b.names)
