@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 import grain
 import numpy as np
@@ -125,7 +126,7 @@ class _Planner:
         self.bucket_of = np.searchsorted(self.buckets, self.crop, side="left")
         self.kept = np.flatnonzero(lengths >= max(min_samples, 1) if train else lengths >= 0)
         self.global_batch, self.seed, self.train = global_batch, seed, train
-        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         rows, _ = self._make(0)
         self.batches_per_epoch = len(rows)
 
@@ -145,14 +146,17 @@ class _Planner:
 
     def epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows [batches, global_batch] of utterance ids (-1 = empty), bucket id per row)."""
-        if self._cache is None or self._cache[0] != epoch:
-            rows, row_bucket = self._make(epoch)
-            self._cache = (epoch, rows, row_bucket)
-        return self._cache[1], self._cache[2]
+        # Reader threads may work on two epochs at once near a boundary: keep the last two,
+        # and never read a plan back from the shared dict after another thread may replace it.
+        plan = self._cache.get(epoch)
+        if plan is None:
+            plan = self._make(epoch)
+            self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1} | {epoch: plan}
+        return plan
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_cache"] = None
+        state["_cache"] = {}
         return state
 
     def describe(self, num_utterances: int) -> BatchPlan:
@@ -241,6 +245,19 @@ def _ensure_flags_parsed() -> None:
         flags.FLAGS.mark_as_parsed()
 
 
+def _open(shard_dir: str, split: str) -> ShardSource:
+    """The split's source, with its shard files checked against the manifest up front."""
+    source = ShardSource(shard_dir, split)
+    missing = [p for p in source._paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError(f"{shard_dir} split {split!r}: shard files missing: {missing}")
+    records = len(source._records())
+    if records != len(source):
+        raise ValueError(f"{shard_dir} split {split!r}: {records} records in the shards but "
+                         f"{len(source)} lines in {split}.jsonl; the folder is damaged")
+    return source
+
+
 def _check(batch_size: int, max_samples: int, num_buckets: int) -> None:
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -254,7 +271,7 @@ def train_plan(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
                min_samples: int, num_buckets: int, seed: int, process_count: int = 1) -> BatchPlan:
     """The `BatchPlan` that `train_iterator` with the same arguments follows."""
     _check(batch_size, max_samples, num_buckets)
-    source = ShardSource(shard_dir, split)
+    source = _open(shard_dir, split)
     planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
                        min_samples, batch_size * process_count, seed, train=True)
     return planner.describe(len(source))
@@ -286,7 +303,7 @@ def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: 
     _check(batch_size, max_samples, num_buckets)
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} outside [0, {process_count})")
-    source = ShardSource(shard_dir, split)
+    source = _open(shard_dir, split)
     planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
                        min_samples, batch_size * process_count, seed, train=True)
     plan = planner.describe(len(source))
@@ -319,7 +336,7 @@ def eval_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: i
     `index` -1). `it.plan` is its `BatchPlan`.
     """
     _check(batch_size, max_samples, num_buckets)
-    source = ShardSource(shard_dir, split)
+    source = _open(shard_dir, split)
     planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
                        0, batch_size, 0, train=False)
     make = _MakeBatch(source, planner, batch_size=batch_size, max_samples=max_samples,

@@ -180,3 +180,33 @@ def test_errors(shards, tmp_path):
         P.train_iterator(shards, "nope", **KW)
     with pytest.raises(FileNotFoundError):
         P.train_iterator(str(tmp_path), "train", **KW)
+
+
+def test_non_finite_audio_is_an_empty_item(shards, monkeypatch):
+    real = ShardSource.__getitem__
+
+    def poisoned(self, i):
+        item = real(self, i)
+        if int(i) == 5:
+            item["audio"] = np.full_like(item["audio"], np.nan)
+        return item
+
+    monkeypatch.setattr(ShardSource, "__getitem__", poisoned)
+    batches = list(P.eval_iterator(shards, "train", batch_size=4, max_samples=MAX, num_buckets=2,
+                                   normalize=True))
+    assert all(np.isfinite(b["audio"]).all() for b in batches)
+    idx = np.concatenate([b["index"] for b in batches])
+    assert 5 not in idx and (idx >= 0).sum() == len(ShardSource(shards, "train")) - 1
+
+
+def test_damaged_folder_is_a_clear_error(tmp_path):
+    out = str(tmp_path)
+    _write(out, [8_000] * 9)  # two shard files of 7 and 2 records
+    with open(os.path.join(out, "train.jsonl"), "a") as f:
+        f.write('{"id": "extra", "num_samples": 8000}\n')
+    with pytest.raises(ValueError, match="damaged"):
+        P.train_iterator(out, "train", **KW)
+    os.remove(os.path.join(out, "train-00001.array_record"))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        P.eval_iterator(out, "train", batch_size=2, max_samples=MAX, num_buckets=1,
+                        normalize=False)
