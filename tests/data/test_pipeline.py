@@ -210,3 +210,18 @@ def test_damaged_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing"):
         P.eval_iterator(out, "train", batch_size=2, max_samples=MAX, num_buckets=1,
                         normalize=False)
+
+
+def test_embedded_corpus(tiny_corpus):
+    it = P.train_iterator(tiny_corpus, "train", batch_size=4, max_samples=5 * 16_000,
+                          min_samples=16_000, num_buckets=4, normalize=True, seed=0)
+    buckets = P.bucket_lengths(5 * 16_000, 4)
+    for b in _take(it, 4):
+        assert b["audio"].shape[1] in buckets and np.isfinite(b["audio"]).all()
+        assert (b["lengths"] >= 16_000).all()
+    assert 0 <= it.plan.padding_fraction < 0.5
+    src = ShardSource(tiny_corpus, "valid")
+    idx = np.concatenate([b["index"] for b in P.eval_iterator(
+        tiny_corpus, "valid", batch_size=4, max_samples=20 * 16_000, num_buckets=4,
+        normalize=False)])
+    assert sorted(idx[idx >= 0].tolist()) == list(range(len(src)))
