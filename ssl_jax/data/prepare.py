@@ -3,7 +3,8 @@
 Sources:
     * a folder, searched recursively for `*.wav` / `*.flac`. In the LibriSpeech layout
       (`speaker/chapter/speaker-chapter-utt.flac` with `speaker-chapter.trans.txt` beside them)
-      the manifest also gets `speaker`, `chapter` and `text`.
+      the manifest also gets `speaker`, `chapter` and `text`; files named after their folder
+      (`speaker/speaker_001.wav`) get `speaker`.
     * a fairseq manifest `NAME.tsv` (first line the root folder, then `relpath<TAB>num_samples`);
       a sibling `NAME.wrd` (one transcript per line) or else `NAME.ltr` (letters, `|` between
       words) adds `text`.
@@ -52,10 +53,14 @@ class Item:
     meta: dict[str, Any]
 
 
-def _librispeech_labels(rel: str) -> dict[str, str]:
+def _speaker_labels(rel: str) -> dict[str, str]:
+    """Speaker (and chapter) from the path: `spk/chap/spk-chap-*` (LibriSpeech) or `spk/spk*`."""
     parts = rel.replace(os.sep, "/").split("/")
-    if len(parts) >= 3:
+    stem = os.path.splitext(parts[-1])[0]
+    if len(parts) >= 3 and stem.startswith(f"{parts[-3]}-{parts[-2]}-"):
         return {"speaker": parts[-3], "chapter": parts[-2]}
+    if len(parts) >= 2 and parts[-2] and stem.startswith(parts[-2]):
+        return {"speaker": parts[-2]}
     return {}
 
 
@@ -91,7 +96,7 @@ def scan_folder(root: str) -> list[Item]:
                 continue
             path = os.path.join(folder, name)
             rel = os.path.relpath(path, root)
-            meta: dict[str, Any] = _librispeech_labels(rel)
+            meta: dict[str, Any] = _speaker_labels(rel)
             stem = os.path.splitext(name)[0]
             if stem in texts:
                 meta["text"] = texts[stem]
@@ -126,7 +131,7 @@ def read_tsv(path: str) -> list[Item]:
     items = []
     for k, row in enumerate(rows):
         rel = row.split("\t")[0]
-        meta: dict[str, Any] = _librispeech_labels(rel)
+        meta: dict[str, Any] = _speaker_labels(rel)
         if texts is not None:
             meta["text"] = texts[k]
         items.append(Item(os.path.join(root, rel), rel, meta))

@@ -135,3 +135,14 @@ def test_command_line(libri, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "ssl_jax.data.prepare", "--src", str(empty),
                           "--out", str(tmp_path / "o2")], capture_output=True, text=True)
     assert bad.returncode != 0 and "nothing usable" in bad.stderr
+
+
+def test_speaker_from_folder_names(tmp_path):
+    (tmp_path / "p225").mkdir()
+    (tmp_path / "misc").mkdir()
+    sf.write(tmp_path / "p225" / "p225_001.wav", _tone(1.0), SR)
+    sf.write(tmp_path / "misc" / "take1.wav", _tone(1.0), SR)
+    out = str(tmp_path / "out")
+    prep.prepare(str(tmp_path), out)
+    meta = {m["id"]: m for m in ShardSource(out, "train").manifest}
+    assert meta["p225_001"]["speaker"] == "p225" and "speaker" not in meta["take1"]
