@@ -234,8 +234,9 @@ def _noise(rng: np.random.Generator, n: int, dbfs: float) -> np.ndarray:
     return (x / (np.sqrt(np.mean(x**2)) + 1e-12) * 10 ** (dbfs / 20)).astype(np.float32)
 
 
-def _trim(x: np.ndarray, rel: float = 0.02) -> np.ndarray:
-    loud = np.nonzero(np.abs(x) > rel * (np.abs(x).max() + 1e-9))[0]
+def _trim(x: np.ndarray, level: float = 1e-3) -> np.ndarray:
+    """Cuts the silence (espeak writes exact zeros) around a spoken word, `[samples]`."""
+    loud = np.nonzero(np.abs(x) > level)[0]
     return x[loud[0]:loud[-1] + 1] if loud.size else x[:0]
 
 
@@ -393,8 +394,10 @@ def _render_all(tmp: str, specs: list[dict], workers: int, progress: bool) -> di
     pool = None
     try:
         if workers > 1:
-            # spawn: the parent may hold threads (JAX) that make fork unsafe.
-            pool = multiprocessing.get_context("spawn").Pool(workers)
+            # fork is unsafe once JAX (multithreaded) is loaded; spawn then, fork otherwise
+            # (spawn re-imports the caller's main module, which scripts may not guard).
+            method = "spawn" if "jax" in sys.modules else "fork"
+            pool = multiprocessing.get_context(method).Pool(workers)
             results = pool.imap(render_utterance, specs, chunksize=4)
         else:
             results = map(render_utterance, specs)
