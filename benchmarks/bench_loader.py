@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=15.6)
     p.add_argument("--min-seconds", type=float, default=1.0)
     p.add_argument("--num-buckets", type=int, default=6)
+    p.add_argument("--crop-to-bucket", type=float, default=0.0)
     p.add_argument("--encodings", action="store_true", help="also compare int16 and FLAC")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
@@ -128,15 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         shards = synth.ensure_corpus(hours=args.hours, seed=0)
     kw = dict(batch_size=args.batch_size, max_samples=int(args.max_seconds * SAMPLE_RATE),
               min_samples=int(args.min_seconds * SAMPLE_RATE), num_buckets=args.num_buckets,
-              normalize=True, seed=0)
+              normalize=True, seed=0, crop_to_bucket=args.crop_to_bucket)
     results: dict = {"shards": shards, "split": args.split, "cpu_count": os.cpu_count(),
                      "settings": kw, "loader": []}
     for w in args.workers:
         r = loader_rate(shards, args.split, w, args.batches, **kw)
         results["loader"].append(r)
         print(f"workers={w}: {r['audio_seconds_per_s']:.0f} audio-s/s "
-              f"(start-up {r['startup_s']:.2f} s), padding {100 * r['measured_padding_fraction']:.1f}%"
-              f" (plan, one epoch: {100 * r['plan_padding_fraction']:.1f}%)", flush=True)
+              f"(start-up {r['startup_s']:.2f} s), "
+              f"padding {100 * r['measured_padding_fraction']:.1f}% "
+              f"(plan, one epoch: {100 * r['plan_padding_fraction']:.1f}%)", flush=True)
     if args.encodings:
         results["encodings"] = encoding_figures(shards, args.split)
         for r in results["encodings"]:

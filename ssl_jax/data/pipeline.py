@@ -11,7 +11,9 @@ permuted; each goes to the smallest bucket that holds its crop (`min(len, max_sa
 each bucket is cut into full global batches in permuted order, and the few left over are
 promoted to the next bigger bucket (the last bucket's leftovers are completed with
 utterances from the start of the epoch); the batch order is then permuted too. Only
-`len(bucket_lengths(...))` shapes ever appear, and padding stays at most one bucket step.
+`len(bucket_lengths(...))` shapes ever appear, and padding stays at most one bucket step
+(optionally less: `crop_to_bucket` lets an utterance lose a small fraction of its samples to
+fit the next smaller bucket).
 Multi-host: every process plans the same global batches and reads only its own
 `batch_size` rows of each, so all processes see the same bucket at every step.
 
@@ -120,10 +122,20 @@ class _Planner:
     """Epoch plans of global batches; cheap to pickle into worker processes."""
 
     def __init__(self, lengths: np.ndarray, buckets: list[int], max_samples: int,
-                 min_samples: int, global_batch: int, seed: int, train: bool):
+                 min_samples: int, global_batch: int, seed: int, train: bool,
+                 crop_to_bucket: float = 0.0):
         self.buckets = np.asarray(buckets, np.int64)
-        self.crop = np.minimum(lengths, max_samples)
+        self.full = np.minimum(lengths, max_samples)
+        self.crop = self.full
         self.bucket_of = np.searchsorted(self.buckets, self.crop, side="left")
+        if crop_to_bucket > 0:
+            # Cut an utterance down to the next smaller bucket when that loses little of it.
+            lower = self.bucket_of - 1
+            lower_len = self.buckets[np.maximum(lower, 0)]
+            ok = ((lower >= 0) & (lower_len >= self.crop * (1 - crop_to_bucket))
+                  & (lower_len >= min_samples))
+            self.bucket_of = np.where(ok, lower, self.bucket_of)
+            self.crop = np.where(ok, lower_len, self.crop)
         self.kept = np.flatnonzero(lengths >= max(min_samples, 1) if train else lengths >= 0)
         self.global_batch, self.seed, self.train = global_batch, seed, train
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -162,7 +174,9 @@ class _Planner:
     def describe(self, num_utterances: int) -> BatchPlan:
         rows, row_bucket = self.epoch(0)
         lengths = self.buckets[row_bucket]
-        real = np.where(rows >= 0, self.crop[np.maximum(rows, 0)], 0).sum()
+        # A row holds min(utterance, bucket) samples of each item (promoted items are not cut).
+        real = np.where(rows >= 0, np.minimum(self.full[np.maximum(rows, 0)], lengths[:, None]),
+                        0).sum()
         total = int(lengths.sum()) * self.global_batch
         return BatchPlan(
             buckets=tuple(int(b) for b in self.buckets), num_utterances=num_utterances,
@@ -206,7 +220,8 @@ class _MakeBatch(grain.transforms.Map):
     def _offset(self, epoch: int, idx: int, excess: int) -> int:
         if not self.train or excess <= 0:
             return 0
-        return int(np.random.default_rng([_u64(self.planner.seed), epoch, idx, 1]).integers(0, excess + 1))
+        rng = np.random.default_rng([_u64(self.planner.seed), epoch, idx, 1])
+        return int(rng.integers(0, excess + 1))
 
     def map(self, g: int) -> dict[str, np.ndarray]:
         g = int(g)
@@ -226,8 +241,9 @@ class _MakeBatch(grain.transforms.Map):
             wav = self._load(int(idx))
             if wav is None:
                 continue
-            start = self._offset(epoch, int(idx), len(wav) - self.max_samples)
-            wav = wav[start:start + min(self.max_samples, length)]
+            target = min(len(wav), self.max_samples, length)
+            start = self._offset(epoch, int(idx), len(wav) - target)
+            wav = wav[start:start + target]
             if self.normalize:
                 wav = normalize_audio(wav)
             audio[b, :len(wav)] = wav
@@ -258,7 +274,10 @@ def _open(shard_dir: str, split: str) -> ShardSource:
     return source
 
 
-def _check(batch_size: int, max_samples: int, num_buckets: int) -> None:
+def _check(batch_size: int, max_samples: int, num_buckets: int,
+           crop_to_bucket: float = 0.0) -> None:
+    if not 0.0 <= crop_to_bucket < 1.0:
+        raise ValueError(f"crop_to_bucket must be in [0, 1), got {crop_to_bucket}")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if max_samples <= 0:
@@ -268,19 +287,21 @@ def _check(batch_size: int, max_samples: int, num_buckets: int) -> None:
 
 
 def train_plan(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
-               min_samples: int, num_buckets: int, seed: int, process_count: int = 1) -> BatchPlan:
+               min_samples: int, num_buckets: int, seed: int, process_count: int = 1,
+               crop_to_bucket: float = 0.0) -> BatchPlan:
     """The `BatchPlan` that `train_iterator` with the same arguments follows."""
     _check(batch_size, max_samples, num_buckets)
     source = _open(shard_dir, split)
     planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
-                       min_samples, batch_size * process_count, seed, train=True)
+                       min_samples, batch_size * process_count, seed, train=True,
+                       crop_to_bucket=crop_to_bucket)
     return planner.describe(len(source))
 
 
 def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
                    min_samples: int, num_buckets: int, normalize: bool, seed: int,
                    num_workers: int = 0, process_index: int = 0, process_count: int = 1,
-                   buffer_size: int = 2) -> grain.DatasetIterator:
+                   buffer_size: int = 2, crop_to_bucket: float = 0.0) -> grain.DatasetIterator:
     """Infinite, seeded, epoch-aware iterator of training batches (see the module docstring).
 
     Args:
@@ -296,16 +317,23 @@ def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: 
         num_workers: Grain worker processes; 0 reads in this process.
         process_index, process_count: this host's share of every global batch.
         buffer_size: batches prefetched per worker (or by the in-process reader).
+        crop_to_bucket: an utterance may lose up to this fraction of its samples (random
+            crop) to fit the next smaller bucket instead of being padded up; 0 never cuts
+            utterances shorter than `max_samples`.
+
+    A saved state restores into an iterator built with the same arguments (including
+    `num_workers`: Grain's state records one position per worker).
 
     Returns:
         A Grain `DatasetIterator` with `get_state()`/`set_state()`; `it.plan` is its `BatchPlan`.
     """
-    _check(batch_size, max_samples, num_buckets)
+    _check(batch_size, max_samples, num_buckets, crop_to_bucket)
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index {process_index} outside [0, {process_count})")
     source = _open(shard_dir, split)
     planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
-                       min_samples, batch_size * process_count, seed, train=True)
+                       min_samples, batch_size * process_count, seed, train=True,
+                       crop_to_bucket=crop_to_bucket)
     plan = planner.describe(len(source))
     if plan.num_kept == 0:
         raise ValueError(f"{shard_dir} split {split!r}: none of its {len(source)} utterances is at "

@@ -225,3 +225,21 @@ def test_embedded_corpus(tiny_corpus):
         tiny_corpus, "valid", batch_size=4, max_samples=20 * 16_000, num_buckets=4,
         normalize=False)])
     assert sorted(idx[idx >= 0].tolist()) == list(range(len(src)))
+
+
+def test_crop_to_bucket_trades_a_little_audio_for_less_padding(shards):
+    kw = dict(KW, num_buckets=6)
+    base = P.train_plan(shards, "train", **{k: v for k, v in kw.items() if k != "normalize"})
+    it = P.train_iterator(shards, "train", crop_to_bucket=0.3, **kw)
+    assert it.plan.padding_fraction < base.padding_fraction
+    src = ShardSource(shards, "train")
+    padded = total = 0
+    for b in _take(it, it.plan.batches_per_epoch):
+        padded += int((~b["audio_mask"]).sum())
+        total += b["audio_mask"].size
+        for row, idx in enumerate(b["index"]):
+            n_real, start = b["lengths"][row], b["offset"][row]
+            assert n_real >= 0.7 * min(src.num_samples[idx], MAX) - 1
+            np.testing.assert_array_equal(b["audio"][row, :n_real],
+                                          src[idx]["audio"][start:start + n_real])
+    assert it.plan.padding_fraction == pytest.approx(padded / total)
