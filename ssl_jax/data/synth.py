@@ -73,7 +73,7 @@ STYLE_PROSODY = {
     "loud": (1.05, 6, 25, 130),
 }
 # Shares of an English speaker's utterances; other languages speak sentences only.
-TASK_SHARES = {"keyword": 0.3, "intent": 0.2}
+TASK_SHARES = {"keyword": 0.35, "intent": 0.25}
 MIN_SPEAKERS = 20
 SECONDS_PER_SPEAKER = 11.0  # speaker count grows with the requested hours up to the catalogue
 MIN_SEEN_UTTERANCES = 10  # two train utterances per style, one valid, one test
