@@ -127,9 +127,11 @@ def test_nothing_usable_is_a_clear_error(tmp_path):
 def test_command_line(libri, tmp_path):
     out = str(tmp_path / "cli")
     ok = subprocess.run([sys.executable, "-m", "ssl_jax.data.prepare", "--src", libri, "--out",
-                         out, "--min-seconds", "0.5"], capture_output=True, text=True)
+                         out, "--min-seconds", "0.5", "--workers", "2"],
+                        capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert "wrote 5 utterances" in ok.stdout and "unreadable 1" in ok.stdout
+    assert "downmixed 1, resampled 1" in ok.stdout
     empty = tmp_path / "empty"
     empty.mkdir()
     bad = subprocess.run([sys.executable, "-m", "ssl_jax.data.prepare", "--src", str(empty),
