@@ -30,6 +30,7 @@ import dataclasses
 import logging
 import os
 import sys
+
 import grain
 import numpy as np
 
