@@ -1,0 +1,341 @@
+"""Tests for ssl_jax/convert.py: parity with transformers on random small models of every variant,
+fairseq and torchaudio key naming, round trips and clear errors.
+
+torchaudio is not installed: its checkpoints are built here by renaming transformers' keys the way
+torchaudio names them (feature_extractor.*, encoder.feature_projection.*, encoder.transformer.*,
+WavLM q/k/v packed into attention.attention.in_proj_*).
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import jax  # noqa: E402
+
+from ssl_jax import convert  # noqa: E402
+from ssl_jax.models.encoder import SpeechEncoder  # noqa: E402
+
+pytestmark = pytest.mark.torch
+
+TOL = 3e-5
+SMALL = dict(
+    hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
+    conv_dim=(8, 8, 8), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2),
+    num_conv_pos_embeddings=6, num_conv_pos_embedding_groups=2,
+)
+VARIANTS = {
+    "wav2vec2-group": ("Wav2Vec2", {}),
+    "wav2vec2-layer-bias-stable": ("Wav2Vec2", dict(feat_extract_norm="layer", conv_bias=True, do_stable_layer_norm=True)),
+    "hubert-group": ("Hubert", {}),
+    "hubert-layer-stable": ("Hubert", dict(feat_extract_norm="layer", conv_bias=True, do_stable_layer_norm=True)),
+    "wavlm-group": ("WavLM", dict(num_buckets=16, max_bucket_distance=40)),
+    "wavlm-layer-stable": ("WavLM", dict(num_buckets=16, max_bucket_distance=40, feat_extract_norm="layer", conv_bias=True, do_stable_layer_norm=True)),
+    "data2vec-audio": ("Data2VecAudio", dict(num_conv_pos_embeddings=3, conv_pos_kernel_size=5, conv_bias=True)),
+}
+LENGTHS = (4000, 2500, 1333)
+LARGEST = {}
+
+
+def build_hf(variant: str, seed: int = 0, **extra):
+    """A random transformers encoder of `variant`, with perturbed LayerNorms so they matter."""
+    family, kw = VARIANTS[variant]
+    config = getattr(transformers, f"{family}Config")(**{**SMALL, **kw, **extra})
+    torch.manual_seed(seed)
+    model = getattr(transformers, f"{family}Model")(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" in name or "gru_rel_pos_const" in name or "masked_spec_embed" in name:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def batch(lengths=LENGTHS, seed=0):
+    rng = np.random.default_rng(seed)
+    wavs = rng.standard_normal((len(lengths), max(lengths))).astype(np.float32)
+    mask = np.arange(wavs.shape[1])[None] < np.array(lengths)[:, None]
+    return np.where(mask, wavs, 0.0).astype(np.float32), mask
+
+
+def hf_hidden_states(model, wavs, lengths, padded: bool):
+    """Per item (unpadded) or as one padded batch with attention_mask; list over items of [layers+1] arrays."""
+    with torch.no_grad():
+        if padded:
+            mask = torch.from_numpy(np.arange(wavs.shape[1])[None] < np.array(lengths)[:, None]).long()
+            out = model(torch.from_numpy(wavs), attention_mask=mask, output_hidden_states=True)
+            hs = [h.numpy() for h in out.hidden_states]
+            frames = convert.frame_lengths_of(model.config, np.array(lengths))
+            return [[h[b, : frames[b]] for h in hs] for b in range(len(lengths))]
+        items = []
+        for b, n in enumerate(lengths):
+            out = model(torch.from_numpy(wavs[b: b + 1, :n]), output_hidden_states=True)
+            items.append([h[0].numpy() for h in out.hidden_states])
+        return items
+
+
+def max_layer_diff(ours, ref_items):
+    """Largest |difference| over every layer and every item's valid frames."""
+    worst = 0.0
+    for b, ref in enumerate(ref_items):
+        assert len(ref) == len(ours.hidden_states)
+        for r, o in zip(ref, ours.hidden_states):
+            n = r.shape[0]
+            assert int(ours.frame_mask[b].sum()) == n
+            worst = max(worst, float(np.abs(np.asarray(o[b, :n]) - r).max()))
+    return worst
+
+
+def run_ours(params, cfg, wavs, mask):
+    return jax.jit(lambda p, w, m: SpeechEncoder(cfg).apply({"params": p}, w, m))(params, wavs, mask)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_hf_parity_and_round_trip(variant, tmp_path):
+    model = build_hf(variant)
+    src = tmp_path / "hf"
+    model.save_pretrained(src, safe_serialization=True)
+    params, cfg, info = convert.load_hf(str(src))
+    assert info["model_type"] == model.config.model_type and info["absent"] == []
+    wavs, mask = batch()
+    ours = run_ours(params, cfg, wavs, mask)
+    # transformers is not padding-invariant for group-norm extractors (statistics include the
+    # padding) nor for data2vec-audio's stacked positional convs (conv bias leaks from padded
+    # frames into the last valid ones); ssl_jax is, so those compare per item, as transformers
+    # itself recommends. The others are also compared on transformers' own padded batch.
+    diffs = [max_layer_diff(ours, hf_hidden_states(model, wavs, LENGTHS, padded=False))]
+    if cfg.feat_extract_norm == "layer" and cfg.num_pos_conv_layers == 1:
+        diffs.append(max_layer_diff(ours, hf_hidden_states(model, wavs, LENGTHS, padded=True)))
+    LARGEST[variant] = max(diffs)
+    print(f"\n{variant}: largest |diff| over all layers = {max(diffs):.3g}")
+    assert max(diffs) <= TOL
+
+    # Round trip: ssl_jax checkpoint -> transformers folder -> same outputs as the original.
+    ckpt = tmp_path / "ssl"
+    convert.import_checkpoint("hf", str(src), str(ckpt))
+    out = tmp_path / "back"
+    convert.export_hf(str(ckpt), str(out))
+    assert (out / "config.json").exists() and (out / "model.safetensors").exists()
+    back = type(model).from_pretrained(out).eval()
+    ref = hf_hidden_states(model, wavs, LENGTHS[:1], padded=False)[0]
+    got = hf_hidden_states(back, wavs, LENGTHS[:1], padded=False)[0]
+    for r, g in zip(ref, got):
+        np.testing.assert_allclose(g, r, atol=1e-6)
+
+
+def test_pytorch_bin_and_heads_are_dropped(tmp_path):
+    model = build_hf("wav2vec2-group")
+    ctc = transformers.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(**{**SMALL, "vocab_size": 7}))
+    ctc.wav2vec2.load_state_dict(model.state_dict())
+    ctc.config.save_pretrained(tmp_path)  # transformers 5 writes safetensors only: write the .bin by hand
+    torch.save(ctc.state_dict(), tmp_path / "pytorch_model.bin")
+    assert (tmp_path / "pytorch_model.bin").exists()
+    params, cfg, info = convert.load_hf(str(tmp_path))
+    assert info["dropped_heads"] == ["lm_head.bias", "lm_head.weight"]
+    ref, _, _ = convert.load_hf(_save(model, tmp_path / "plain"))
+    jax.tree.map(np.testing.assert_array_equal, params, ref)
+
+
+def _save(model, path):
+    model.save_pretrained(path, safe_serialization=True)
+    return str(path)
+
+
+def test_wrong_architecture_and_bad_keys_are_clear_errors(tmp_path):
+    model = build_hf("wav2vec2-group")
+    src = _save(model, tmp_path / "hf")
+    with open(os.path.join(src, "config.json")) as f:
+        hf = json.load(f)
+    with pytest.raises(convert.ConversionError, match="unsupported architecture"):
+        convert.encoder_config_from_hf({**hf, "model_type": "sew"})
+    cfg, _ = convert.encoder_config_from_hf(hf)
+    state = convert._canonical_weight_norm({k: v.numpy() for k, v in model.state_dict().items()})
+    bad = dict(state)
+    del bad["encoder.layers.1.final_layer_norm.bias"]
+    bad["encoder.layers.2.final_layer_norm.bias"] = np.zeros(16, np.float32)
+    with pytest.raises(convert.ConversionError) as e:
+        convert.state_to_params(bad, cfg)
+    assert "encoder.layers.1.final_layer_norm.bias" in str(e.value)
+    assert "encoder.layers.2.final_layer_norm.bias" in str(e.value)
+    # A WavLM checkpoint read with a wav2vec 2.0 config: its extra keys are listed.
+    wavlm_state = convert._canonical_weight_norm({k: v.numpy() for k, v in build_hf("wavlm-group").state_dict().items()})
+    with pytest.raises(convert.ConversionError, match="gru_rel_pos_linear"):
+        convert.state_to_params(wavlm_state, cfg)
+    # Wrong shapes are reported too.
+    wrong = dict(state)
+    wrong["feature_projection.projection.weight"] = np.zeros((16, 9), np.float32)
+    with pytest.raises(convert.ConversionError, match="wrong shapes"):
+        convert.state_to_params(wrong, cfg)
+    # Through the command line: a clear message and exit status 2.
+    with open(os.path.join(src, "config.json"), "w") as f:
+        json.dump({**hf, "model_type": "unispeech"}, f)
+    assert convert.main(["--from=hf", f"--src={src}", f"--out={tmp_path / 'x'}"]) == 2
+
+
+# fairseq ------------------------------------------------------------------------------------
+
+def to_fairseq(state, prefix=""):
+    """Renames transformers keys to fairseq's (the inverse of what the converter reads)."""
+    rules = [
+        (r"^feature_extractor\.conv_layers\.(\d+)\.conv\.", r"feature_extractor.conv_layers.\1.0."),
+        (r"^feature_projection\.layer_norm\.", "layer_norm."),
+        (r"^feature_projection\.projection\.", "post_extract_proj."),
+        (r"^masked_spec_embed$", "mask_emb"),
+        (r"^encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original0$", "encoder.pos_conv.0.weight_g"),
+        (r"^encoder\.pos_conv_embed\.conv\.parametrizations\.weight\.original1$", "encoder.pos_conv.0.weight_v"),
+        (r"^encoder\.pos_conv_embed\.conv\.bias$", "encoder.pos_conv.0.bias"),
+        (r"^encoder\.pos_conv_embed\.layers\.(\d+)\.conv\.", r"encoder.pos_conv.\1.0."),
+        (r"\.attention\.rel_attn_embed\.", ".self_attn.relative_attention_bias."),
+        (r"\.attention\.gru_rel_pos_linear\.", ".self_attn.grep_linear."),
+        (r"\.attention\.gru_rel_pos_const$", ".self_attn.grep_a"),
+        (r"\.attention\.", ".self_attn."),
+        (r"^(encoder\.layers\.\d+)\.layer_norm\.", r"\1.self_attn_layer_norm."),
+        (r"\.feed_forward\.intermediate_dense\.", ".fc1."),
+        (r"\.feed_forward\.output_dense\.", ".fc2."),
+    ]
+    import re
+
+    out = {}
+    for k, v in state.items():
+        for pat, rep in rules:
+            k = re.sub(pat, rep, k)
+        m = re.match(r"^feature_extractor\.conv_layers\.(\d+)\.layer_norm\.(weight|bias)$", k)
+        if m:
+            k = f"feature_extractor.conv_layers.{m.group(1)}.2.{m.group(2)}"
+        out[prefix + k] = v
+    return out
+
+
+def fairseq_cfg(model, name):
+    c = model.config
+    d2v = c.model_type == "data2vec-audio"
+    conv = " + ".join(f"[({d}, {k}, {s})]" for d, k, s in zip(c.conv_dim, c.conv_kernel, c.conv_stride))
+    mc = {
+        "_name": name, "extractor_mode": "layer_norm" if d2v or c.feat_extract_norm == "layer" else "default",
+        "conv_feature_layers": conv, "conv_bias": c.conv_bias, "encoder_embed_dim": c.hidden_size,
+        "encoder_layers": c.num_hidden_layers, "encoder_attention_heads": c.num_attention_heads,
+        "encoder_ffn_embed_dim": c.intermediate_size, "layer_norm_first": getattr(c, "do_stable_layer_norm", False),
+        "conv_pos_groups": c.num_conv_pos_embedding_groups, "activation_fn": "gelu", "feature_grad_mult": 0.1,
+    }
+    if d2v:
+        mc.update(conv_pos=c.conv_pos_kernel_size * c.num_conv_pos_embeddings, pos_conv_depth=c.num_conv_pos_embeddings)
+    else:
+        mc.update(conv_pos=c.num_conv_pos_embeddings)
+    if c.model_type == "wavlm":
+        mc.update(relative_position_embedding=True, num_buckets=c.num_buckets, max_distance=c.max_bucket_distance, gru_rel_pos=True)
+    return mc
+
+
+@pytest.mark.parametrize(
+    "variant,name,layout",
+    [("wav2vec2-group", "wav2vec2", "pretrain"), ("hubert-layer-stable", "hubert", "pretrain"),
+     ("wavlm-group", "wavlm", "flat"), ("data2vec-audio", "data2vec_audio", "finetuned")],
+)
+def test_fairseq_import(variant, name, layout, tmp_path):
+    model = build_hf(variant)
+    hf_params, _, _ = convert.load_hf(_save(model, tmp_path / "hf"))
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    # fairseq layer-norm extractors nest the LayerNorm: conv_layers.i.2.1.weight.
+    fs = to_fairseq(sd, "w2v_encoder.w2v_model." if layout == "finetuned" else "")
+    if model.config.model_type == "data2vec-audio" or model.config.feat_extract_norm == "layer":
+        fs = {k.replace(".2.weight", ".2.1.weight").replace(".2.bias", ".2.1.bias") if "conv_layers" in k else k: v
+              for k, v in fs.items()}
+    mc = fairseq_cfg(model, name)
+    if layout == "pretrain":
+        fs["quantizer.vars"] = torch.zeros(1, 4, 2)
+        fs["final_proj.weight"] = torch.zeros(2, 16)
+        ckpt = {"cfg": {"model": mc, "task": {"normalize": False}}, "model": fs}
+    elif layout == "finetuned":
+        fs["w2v_encoder.proj.weight"] = torch.zeros(5, 16)
+        ckpt = {"cfg": {"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": mc}}}, "model": fs}
+    else:  # WavLM releases keep a flat cfg
+        ckpt = {"cfg": {**mc, "normalize": True}, "model": fs}
+    path = tmp_path / "model.pt"
+    torch.save(ckpt, path)
+    params, cfg, info = convert.load_fairseq(str(path))
+    assert info["model_type"] == model.config.model_type
+    assert cfg.feature_grad_scale == 0.1
+    jax.tree.map(np.testing.assert_array_equal, params, hf_params)
+    if layout != "flat":
+        assert info["dropped_heads"]
+    # An unknown key is listed, not ignored.
+    ckpt["model"]["encoder.layers.0.self_attn.extra.weight"] = torch.zeros(2)
+    torch.save(ckpt, path)
+    with pytest.raises(convert.ConversionError, match="extra"):
+        convert.load_fairseq(str(path))
+
+
+def test_fairseq_conv_layer_spec_is_parsed_safely():
+    assert convert._parse_conv_layers(convert.DEFAULT_CONV_LAYERS) == [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+    with pytest.raises(convert.ConversionError):
+        convert._parse_conv_layers("__import__('os').getcwd()")
+
+
+# torchaudio ---------------------------------------------------------------------------------
+
+def to_torchaudio(state, wavlm: bool):
+    """Renames transformers keys to torchaudio's `Wav2Vec2Model` / `wavlm_model` naming."""
+    import re
+
+    out = {}
+    for k, v in state.items():
+        if k == "masked_spec_embed":
+            continue  # torchaudio's encoder model has no mask embedding
+        k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
+        if k.startswith("feature_projection."):
+            k = "encoder." + k
+        elif k.startswith("encoder."):
+            k = "encoder.transformer." + k[len("encoder."):]
+        out[k] = v
+    if wavlm:
+        for i in range(SMALL["num_hidden_layers"]):
+            base = f"encoder.transformer.layers.{i}.attention"
+            for kind in ("weight", "bias"):
+                parts = [out.pop(f"{base}.{p}_proj.{kind}") for p in ("q", "k", "v")]
+                out[f"{base}.attention.in_proj_{kind}"] = torch.cat(parts)
+                out[f"{base}.attention.out_proj.{kind}"] = out.pop(f"{base}.out_proj.{kind}")
+    assert not any(re.search(r"parametrizations", k) for k in out)
+    return out
+
+
+@pytest.mark.parametrize("variant", ["wav2vec2-group", "wavlm-layer-stable"])
+def test_torchaudio_import(variant, tmp_path):
+    model = build_hf(variant, **dict(conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_dim=(4,) * 7,
+                                     num_attention_heads=2 if "wavlm" in variant else 1))
+    hf_params, hf_cfg, _ = convert.load_hf(_save(model, tmp_path / "hf"))
+    ta = to_torchaudio(dict(model.state_dict()), wavlm="wavlm" in variant)
+    ta["aux.weight"] = torch.zeros(3, 16)
+    path = tmp_path / "ta.pt"
+    torch.save(ta, path)
+    # Without factory arguments the geometry is read from the weights (16 dims -> 1 head of 64 is
+    # impossible, so heads come from the WavLM bias table or the 64-per-head rule).
+    params, cfg, info = convert.load_torchaudio(str(path))
+    assert info["absent"] == ["masked_spec_embed"] and info["dropped_heads"] == ["aux.weight"]
+    assert cfg.layer_norm_first == hf_cfg.layer_norm_first and cfg.num_heads == hf_cfg.num_heads
+    hf_params["mask_embedding"] = np.zeros_like(hf_params["mask_embedding"])
+    jax.tree.map(np.testing.assert_array_equal, params, hf_params)
+    # With torchaudio factory arguments.
+    factory = {"encoder_num_heads": hf_cfg.num_heads, "encoder_layer_norm_first": hf_cfg.layer_norm_first,
+               "extractor_conv_layer_config": list(zip(hf_cfg.conv_dim, hf_cfg.conv_kernel, hf_cfg.conv_stride)),
+               "encoder_max_distance": hf_cfg.relative_position_max_distance}
+    _, cfg2, info2 = convert.load_torchaudio(str(path), factory)
+    assert cfg2.relative_position_max_distance == hf_cfg.relative_position_max_distance and not info2["assumed"]
+
+
+# command line --------------------------------------------------------------------------------
+
+def test_command_line_import_and_export(tmp_path, capsys):
+    model = build_hf("wavlm-group")
+    src = _save(model, tmp_path / "hf")
+    assert convert.main(["--from=hf", f"--src={src}", f"--out={tmp_path / 'ssl'}"]) == 0
+    assert "converted wavlm" in capsys.readouterr().out
+    assert convert.main(["--to=hf", f"--src={tmp_path / 'ssl'}", f"--out={tmp_path / 'back'}"]) == 0
+    back = transformers.WavLMModel.from_pretrained(tmp_path / "back").eval()
+    wavs, _ = batch((3000,))
+    with torch.no_grad():
+        a = model(torch.from_numpy(wavs)).last_hidden_state.numpy()
+        b = back(torch.from_numpy(wavs)).last_hidden_state.numpy()
+    np.testing.assert_allclose(a, b, atol=1e-6)
