@@ -1,0 +1,118 @@
+"""Logical axis names -> mesh axes, and the shardings of parameters, optimizer state and batches.
+
+One rules table (t5x / MaxText `logical_axis_rules`) maps the names that model code puts on
+parameters and activations (`ssl_jax.models.LOGICAL_AXES`) to the mesh axes `data`, `fsdp`,
+`tensor`. A dimension that the chosen mesh axes do not divide stays replicated.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+# name -> mesh axes (tried in order; axes already used by an earlier dimension are skipped).
+DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("frames", None),
+    ("samples", None),
+    ("embed", ("fsdp",)),
+    ("mlp", ("tensor",)),
+    ("heads", ("tensor",)),
+    ("kv", None),
+    ("vocab", ("tensor",)),
+    ("conv_channels", ("tensor",)),
+    ("conv_kernel", None),
+    ("conv_in", None),
+    ("codevector", None),
+    ("codebook", ("tensor",)),
+    ("buckets", None),
+    ("classes", None),
+    ("layers", None),
+)
+
+
+def rules_dict(rules=DEFAULT_RULES) -> dict[str, tuple[str, ...] | None]:
+    return {name: (tuple(axes) if axes else None) for name, axes in rules}
+
+
+def flax_rules(rules=DEFAULT_RULES) -> tuple[tuple[str, Any], ...]:
+    """The table in flax's `nn.logical_axis_rules` form (for activation constraints)."""
+    out = []
+    for name, axes in rules:
+        if not axes:
+            out.append((name, None))
+        else:
+            out.append((name, axes if len(axes) > 1 else axes[0]))
+    return tuple(out)
+
+
+def spec_for(shape: tuple[int, ...], names: tuple[str | None, ...] | None, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> P:
+    """PartitionSpec for an array of `shape` whose dimensions carry logical `names`."""
+    table = rules_dict(rules)
+    if names is None:
+        return P(*([None] * len(shape)))
+    if len(names) != len(shape):
+        raise ValueError(f"logical names {names} do not match shape {shape}")
+    used: set[str] = set()
+    spec = []
+    for dim, name in zip(shape, names):
+        if name is not None and name not in table:
+            raise KeyError(f"logical axis {name!r} has no sharding rule; known: {sorted(table)}")
+        axes = tuple(a for a in (table.get(name) or ()) if a not in used and mesh.shape[a] > 1)
+        size = math.prod(mesh.shape[a] for a in axes)
+        if axes and dim % size == 0:
+            spec.append(axes if len(axes) > 1 else axes[0])
+            used.update(axes)
+        else:
+            spec.append(None)
+    return P(*spec)
+
+
+def _is_box(x: Any) -> bool:
+    return isinstance(x, nn.meta.AxisMetadata)
+
+
+def tree_shardings(boxed_tree: Any, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> Any:
+    """NamedShardings for a (possibly abstract) tree whose leaves may be logically boxed.
+
+    The result has the structure of `nn.unbox(boxed_tree)`; unboxed leaves are replicated.
+    """
+
+    def one(x):
+        if _is_box(x):
+            value = x.unbox()
+            return NamedSharding(mesh, spec_for(tuple(value.shape), tuple(x.names), mesh, rules))
+        return NamedSharding(mesh, P(*([None] * len(getattr(x, "shape", ())))))
+
+    return jax.tree.map(one, boxed_tree, is_leaf=_is_box)
+
+
+def batch_sharding(mesh: jax.sharding.Mesh, ndim: int, rules=DEFAULT_RULES) -> NamedSharding:
+    """Sharding of a batch array [batch, ...]: the batch axis over `data` x `fsdp`."""
+    axes = tuple(a for a in (rules_dict(rules)["batch"] or ()) if mesh.shape[a] > 1)
+    first = (axes if len(axes) > 1 else axes[0]) if axes else None
+    return NamedSharding(mesh, P(first, *([None] * (ndim - 1))))
+
+
+def batch_shardings(batch: dict, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> dict:
+    return {k: batch_sharding(mesh, len(v.shape), rules) for k, v in batch.items()}
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def shard_batch(batch: dict, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> dict:
+    """Host numpy batch (this process's share) -> global jax arrays laid out on the mesh."""
+    out = {}
+    for k, v in batch.items():
+        sharding = batch_sharding(mesh, v.ndim, rules)
+        if jax.process_count() == 1:
+            out[k] = jax.device_put(v, sharding)
+        else:
+            out[k] = jax.make_array_from_process_local_data(sharding, v)
+    return out

@@ -1,0 +1,58 @@
+"""Command-line config overrides checked before absl parses them, for a clear error on a typo."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+from ml_collections import config_dict
+
+
+def load_config_file(spec: str) -> config_dict.ConfigDict:
+    """Loads `path/to/config.py[:arg]` as ml_collections' config_flags would."""
+    path, _, arg = spec.partition(":")
+    module_spec = importlib.util.spec_from_file_location("ssl_jax_config_" + os.path.basename(path)[:-3], path)
+    if module_spec is None or not os.path.exists(path):
+        raise FileNotFoundError(f"config file {path!r} not found")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
+def unknown_override(config: config_dict.ConfigDict, dotted: str) -> str | None:
+    """None when `dotted` (e.g. "train.steps") names a field, else an error message."""
+    node, walked = config, []
+    for part in dotted.split("."):
+        if isinstance(node, (config_dict.ConfigDict, dict)) and part in node:
+            node = node[part]
+            walked.append(part)
+            continue
+        if isinstance(node, (config_dict.ConfigDict, dict)):
+            where = ".".join(walked) or "the config"
+            return f"unknown config field {dotted!r}: {where} has no field {part!r}; valid fields: {sorted(node.keys())}"
+        return f"unknown config field {dotted!r}: {'.'.join(walked)} is a value, not a group"
+    return None
+
+
+def check_overrides(argv: list[str], flag: str = "config") -> None:
+    """Exits with status 2 and a clear message if a `--config.x.y=` override names no field."""
+    spec, overrides = None, []
+    for i, a in enumerate(argv[1:], start=1):
+        if a.startswith(f"--{flag}="):
+            spec = a.split("=", 1)[1]
+        elif a == f"--{flag}" and i + 1 < len(argv):
+            spec = argv[i + 1]
+        elif a.startswith(f"--{flag}."):
+            overrides.append(a[len(flag) + 3 :].split("=", 1)[0])
+    if spec is None or not overrides:
+        return
+    try:
+        config = load_config_file(spec)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    for dotted in overrides:
+        message = unknown_override(config, dotted)
+        if message:
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)

@@ -1,0 +1,411 @@
+"""The pretraining loop behind `python -m ssl_jax.train`: sharded state, one jitted step, resume.
+
+Sections: data -> mesh and objective -> abstract state and shardings -> init or restore ->
+compiled steps (one per bucket shape) -> loop (log, eval, checkpoint, SIGTERM) -> summary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ssl_jax import objectives
+from ssl_jax.parallel import mesh as mesh_lib
+from ssl_jax.parallel import sharding as sharding_lib
+from ssl_jax.training import checkpoint as ckpt_lib
+from ssl_jax.training import state as state_lib
+from ssl_jax.training.logging import MetricLogger
+from ssl_jax.training.optimizer import make_optimizer
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+BATCH_KEYS = ("audio", "audio_mask")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def shard_dir(config: Any) -> str:
+    """`data.path`, or the embedded corpus (built once into the cache) when it is empty."""
+    if config.data.path:
+        return config.data.path
+    from ssl_jax.data import synth
+
+    return synth.ensure_corpus(hours=config.data.synth_hours, seed=config.seed)
+
+
+def train_batches(config: Any, path: str):
+    from ssl_jax.data import pipeline
+
+    d = config.data
+    if config.train.batch_size % jax.process_count():
+        raise ValueError(f"train.batch_size {config.train.batch_size} is not divisible by {jax.process_count()} processes")
+    return pipeline.train_iterator(
+        path,
+        d.train_split,
+        batch_size=config.train.batch_size // jax.process_count(),
+        max_samples=int(round(d.max_seconds * SAMPLE_RATE)),
+        min_samples=int(round(d.min_seconds * SAMPLE_RATE)),
+        num_buckets=d.num_buckets,
+        normalize=d.normalize,
+        seed=config.seed,
+        num_workers=d.num_workers,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+
+
+def eval_batches(config: Any, path: str) -> list[dict]:
+    """The first `train.eval_batches` batches of `data.eval_split` (fixed, so evals compare)."""
+    from ssl_jax.data import pipeline
+
+    d = config.data
+    it = pipeline.eval_iterator(
+        path,
+        d.eval_split,
+        batch_size=config.train.batch_size,
+        max_samples=int(round(d.max_seconds * SAMPLE_RATE)),
+        num_buckets=d.num_buckets,
+        normalize=d.normalize,
+    )
+    out = []
+    for batch in it:
+        out.append({k: np.asarray(batch[k]) for k in BATCH_KEYS})
+        if len(out) >= config.train.eval_batches:
+            break
+    return out
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: Callable, grad_accum: int) -> Callable:
+    """`train_step(state, batch, rng) -> (state, metrics)`; a non-finite loss or gradient skips the update."""
+
+    def loss_and_grad(params, batch, rng, step):
+        (loss, metrics), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng, step, True)
+        return loss, metrics, grads
+
+    def train_step(state: state_lib.TrainState, batch: dict, rng: jax.Array):
+        rng = jax.random.fold_in(rng, state.step)
+        if grad_accum == 1:
+            loss, metrics, grads = loss_and_grad(state.params, batch, rng, state.step)
+        else:
+            micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
+
+            def body(carry, xs):
+                i, mb = xs
+                loss, metrics, grads = loss_and_grad(state.params, mb, jax.random.fold_in(rng, i), state.step)
+                return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+
+            zeros = jax.eval_shape(loss_and_grad, state.params, jax.tree.map(lambda x: x[0], micro), rng, state.step)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
+            total, _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum), micro))
+            loss, metrics, grads = jax.tree.map(lambda x: x / grad_accum, total)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        new_state = state_lib.TrainState(
+            step=state.step + 1,
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            skipped=state.skipped + (~finite).astype(jnp.int32),
+        )
+        metrics = dict(metrics)
+        metrics.update(
+            loss=loss,
+            grad_norm=grad_norm,
+            param_norm=optax.global_norm(state.params),
+            update_norm=optax.global_norm(updates),
+            lr=schedule(state.step),
+            skipped=new_state.skipped.astype(jnp.float32),
+        )
+        return new_state, metrics
+
+    return train_step
+
+
+def make_eval_step(objective: Any) -> Callable:
+    """`eval_step(params, batch, rng) -> metrics`: deterministic model, masks from `rng`."""
+
+    def eval_step(params, batch, rng):
+        loss, metrics = objective.loss(params, batch, rng, 10**9, False)
+        return dict(metrics, loss=loss)
+
+    return eval_step
+
+
+class CompiledSteps:
+    """Jitted steps compiled ahead of time, once per batch shape; counts compilations."""
+
+    def __init__(self, fn: Callable, in_shardings: Callable, out_shardings: Any, donate: tuple[int, ...] = ()):
+        self._jitted_for = {}
+        self._fn, self._in, self._out, self._donate = fn, in_shardings, out_shardings, donate
+        self._compiled: dict[Any, Any] = {}
+        self.compile_seconds = 0.0
+        self.flops: dict[Any, float] = {}
+
+    @property
+    def count(self) -> int:
+        return len(self._compiled)
+
+    def __call__(self, *args):
+        key = tuple((k, v.shape) for k, v in sorted(args[1].items()))
+        if key not in self._compiled:
+            t = time.time()
+            jitted = jax.jit(self._fn, in_shardings=self._in(args[1]), out_shardings=self._out, donate_argnums=self._donate)
+            compiled = jitted.lower(*args).compile()
+            self.compile_seconds += time.time() - t
+            cost = compiled.cost_analysis()
+            cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
+            self.flops[key] = float((cost or {}).get("flops", float("nan")))
+            mem = compiled.memory_analysis()
+            log.info(
+                "compiled %s for %s in %.1fs: %.3g FLOP, temp %s bytes",
+                getattr(self._fn, "__name__", "step"),
+                key,
+                time.time() - t,
+                self.flops[key],
+                getattr(mem, "temp_size_in_bytes", "?"),
+            )
+            self._compiled[key] = compiled
+        return self._compiled[key](*args)
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+@dataclasses.dataclass
+class _Stop:
+    requested: bool = False
+
+    def handler(self, signum, frame):  # noqa: ARG002
+        self.requested = True
+
+
+def _audio_seconds(batch: dict) -> float:
+    return float(batch["audio_mask"].sum()) / SAMPLE_RATE
+
+
+def _mean_eval(eval_step: CompiledSteps, params: Any, batches: list[dict], mesh, rng: jax.Array) -> dict:
+    """Masked-frame-weighted mean of the eval metrics over fixed held-out batches."""
+    sums: dict[str, float] = {}
+    weight_total = 0.0
+    for i, batch in enumerate(batches):
+        m = jax.device_get(eval_step(params, sharding_lib.shard_batch(batch, mesh), jax.random.fold_in(rng, i)))
+        w = float(m["masked_frames"])
+        weight_total += w
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * w
+    return {k: v / max(weight_total, 1.0) for k, v in sums.items() if k != "masked_frames"}
+
+
+def train(config: Any, workdir: str, *, stop_after: int | None = None, progress: bool = True) -> dict:
+    """Pretrains `config` in `workdir` (resuming from its latest checkpoint).
+
+    Args:
+        config: the full ConfigDict.
+        workdir: run folder (checkpoints/, tensorboard/, metrics.jsonl, summary.json).
+        stop_after: stop (saving a checkpoint) after this global step, as a SIGTERM would.
+        progress: show a tqdm progress bar with ETA.
+    Returns:
+        The summary dict (also written to `workdir/summary.json`).
+    """
+    t_start = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+
+    # Data.
+    path = shard_dir(config)
+    batches: Iterator[dict] = train_batches(config, path)
+    held_out = eval_batches(config, path) if config.train.eval_batches > 0 else []
+
+    # Mesh and objective.
+    mesh = mesh_lib.make_mesh(config.mesh)
+    rules = sharding_lib.DEFAULT_RULES
+    objective = objectives.build(config)
+    total_steps = int(config.train.steps)
+    tx, schedule = make_optimizer(config.optim, total_steps)
+    grad_accum = int(config.train.grad_accum)
+    if config.train.batch_size % grad_accum:
+        raise ValueError(f"train.batch_size {config.train.batch_size} is not divisible by train.grad_accum {grad_accum}")
+
+    # Abstract state -> shardings -> state created sharded (never whole on one device).
+    max_samples = max(int(b) for b in batches.plan.buckets) if hasattr(batches, "plan") else int(config.data.max_seconds * SAMPLE_RATE)
+    init_batch = {
+        "audio": jax.ShapeDtypeStruct((config.train.batch_size // grad_accum, max_samples), jnp.float32),
+        "audio_mask": jax.ShapeDtypeStruct((config.train.batch_size // grad_accum, max_samples), jnp.bool_),
+    }
+    rng = jax.random.key(config.seed)
+    init_rng, step_rng, eval_rng = jax.random.split(rng, 3)
+
+    def init_boxed(key):
+        params = objective.init(key, {k: jnp.zeros(v.shape, v.dtype) for k, v in init_batch.items()})
+        return state_lib.TrainState.create(params, tx)
+
+    abstract_boxed = jax.eval_shape(init_boxed, init_rng)
+    state_shardings = sharding_lib.tree_shardings(abstract_boxed, mesh, rules)
+    abstract_state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), nn.unbox(abstract_boxed), state_shardings
+    )
+    num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))
+
+    manager = ckpt_lib.CheckpointManager(
+        workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
+    )
+    start_step = manager.latest_step() or 0
+    if start_step:
+        restored, data_state, _ = manager.restore(state_lib.as_dict(abstract_state), start_step)
+        state = state_lib.from_dict(restored)
+        batches.set_state(data_state)
+        log.info("resumed from %s at step %d", manager.directory, start_step)
+    else:
+        state = jax.jit(lambda k: nn.unbox(init_boxed(k)), out_shardings=state_shardings)(init_rng)
+
+    # Compiled steps.
+    replicated = sharding_lib.replicated(mesh)
+    batch_in = lambda b: sharding_lib.batch_shardings(b, mesh, rules)  # noqa: E731
+    train_step = CompiledSteps(
+        make_train_step(objective, tx, schedule, grad_accum),
+        lambda b: (state_shardings, batch_in(b), replicated),
+        (state_shardings, replicated),
+        donate=(0,),
+    )
+    eval_step = CompiledSteps(
+        make_eval_step(objective),
+        lambda b: (state_shardings.params, batch_in(b), replicated),
+        replicated,
+    )
+
+    logger = MetricLogger(workdir, resume_step=start_step, enabled=is_main)
+    stop = _Stop()
+    previous = signal.signal(signal.SIGTERM, stop.handler) if _main_thread() else None
+
+    evals: list[dict] = []
+
+    def run_eval(step: int) -> None:
+        if not held_out:
+            return
+        m = _mean_eval(eval_step, state.params, held_out, mesh, eval_rng)
+        evals.append({"step": step, **m})
+        logger.log(step, m, prefix="eval_")
+        log.info("eval step %d: accuracy %.3f perplexity %.1f", step, m["accuracy"], m["perplexity"])
+
+    if start_step == 0:
+        run_eval(0)
+
+    bar = None
+    if progress and is_main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True, mininterval=1.0)
+
+    step = start_step
+    last_log_time, last_log_step, audio_since_log = time.time(), step, 0.0
+    audio_total, stopped_early, last_metrics = 0.0, False, {}
+    try:
+        while step < total_steps:
+            host_batch = next(batches)
+            batch = {k: np.asarray(host_batch[k]) for k in BATCH_KEYS}
+            audio_since_log += _audio_seconds(batch) * jax.process_count()
+            device_batch = sharding_lib.shard_batch(batch, mesh, rules)
+            with jax.transfer_guard("disallow"):
+                state, metrics = train_step(state, device_batch, step_rng)
+            step += 1
+            if bar is not None:
+                bar.update(1)
+            if step % config.train.log_every == 0 or step == total_steps:
+                metrics = jax.device_get(metrics)
+                now = time.time()
+                metrics["step_time"] = (now - last_log_time) / max(step - last_log_step, 1)
+                metrics["audio_seconds_per_second"] = audio_since_log / max(now - last_log_time, 1e-9)
+                audio_total += audio_since_log
+                last_log_time, last_log_step, audio_since_log = now, step, 0.0
+                last_metrics = logger.log(step, metrics)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}")
+            if config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps:
+                run_eval(step)
+            if step % config.train.checkpoint_every == 0:
+                manager.save(step, state_lib.as_dict(state), batches.get_state(), config)
+            if stop.requested or (stop_after is not None and step >= stop_after):
+                stopped_early = step < total_steps
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    manager.save(step, state_lib.as_dict(state), batches.get_state(), config, force=True)
+    manager.close()
+    if not stopped_early and (not evals or evals[-1]["step"] != step):
+        run_eval(step)
+    logger.close()
+
+    summary = {
+        "workdir": os.path.abspath(workdir),
+        "steps": step,
+        "resumed_from": start_step,
+        "stopped_early": stopped_early,
+        "wall_seconds": time.time() - t_start,
+        "compiles": train_step.count + eval_step.count,
+        "train_compiles": train_step.count,
+        "compile_seconds": train_step.compile_seconds + eval_step.compile_seconds,
+        "skipped_updates": int(jax.device_get(state.skipped)),
+        "num_params": int(num_params),
+        "devices": jax.device_count(),
+        "mesh": dict(zip(mesh_lib.AXES, (mesh.shape[a] for a in mesh_lib.AXES))),
+        "final_loss": last_metrics.get("loss"),
+        "eval_start": evals[0] if evals else None,
+        "eval_end": evals[-1] if evals else None,
+    }
+    if is_main:
+        with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2)
+    return summary
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def format_summary(summary: dict) -> str:
+    """A short human-readable end-of-run summary."""
+    lines = [
+        f"steps {summary['steps']} (resumed from {summary['resumed_from']})"
+        + (" - stopped early, checkpoint saved" if summary["stopped_early"] else ""),
+        f"wall time {summary['wall_seconds']:.0f}s, {summary['compiles']} compilations "
+        f"({summary['train_compiles']} train-step shapes, {summary['compile_seconds']:.0f}s compiling)",
+        f"params {summary['num_params']:,} on {summary['devices']} device(s), mesh {summary['mesh']}",
+        f"skipped non-finite updates: {summary['skipped_updates']}",
+    ]
+    if summary.get("final_loss") is not None:
+        lines.append(f"final train loss {summary['final_loss']:.4f}")
+    for name in ("eval_start", "eval_end"):
+        e = summary.get(name)
+        if e:
+            lines.append(
+                f"{name.replace('_', ' ')} (step {e['step']}): contrastive accuracy {e['accuracy']:.3f}, "
+                f"codebook perplexity {e['perplexity']:.1f}, loss {e['loss']:.3f}"
+            )
+    lines.append(f"workdir {summary['workdir']} (metrics.jsonl, tensorboard/, checkpoints/)")
+    return "\n".join(lines)

@@ -1,0 +1,138 @@
+"""Tests for ssl_jax/objectives/wav2vec2.py: logits, padding invariance, overfitting one batch."""
+
+import importlib.util
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ssl_jax import objectives
+from ssl_jax.objectives import masking
+from ssl_jax.objectives.wav2vec2 import contrastive_logits
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def tiny_config(**model):
+    spec = importlib.util.spec_from_file_location("w2v2_tiny_cfg", os.path.join(ROOT, "configs", "w2v2_tiny.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    c = module.get_config()
+    c.model.conv_dim = (16,) * 7
+    c.model.hidden_size = 32
+    c.model.num_layers = 2
+    c.model.num_heads = 2
+    c.model.intermediate_size = 64
+    c.model.num_conv_pos_embeddings = 8
+    c.model.num_conv_pos_embedding_groups = 4
+    c.model.num_codevectors_per_group = 16
+    c.model.codevector_dim = 16
+    c.model.proj_codevector_dim = 16
+    c.objective.num_negatives = 5
+    c.objective.mask_length = 4
+    c.objective.min_masks = 2
+    c.model.update(model)
+    return c
+
+
+def tones(num: int, samples: int, seed: int = 0) -> np.ndarray:
+    """Piecewise tones (a new random pitch every 40 ms): frames that are easy to tell apart."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / 16000.0
+    seg = (np.arange(samples) // 640)
+    out = []
+    for _ in range(num):
+        f = rng.uniform(100, 3000, size=seg.max() + 1)[seg]
+        out.append(np.sin(2 * np.pi * np.cumsum(f) / 16000.0) + 0.05 * rng.standard_normal(samples))
+    return np.stack(out).astype(np.float32) * (0.5 + 0.0 * t)
+
+
+def test_registry_knows_wav2vec2():
+    assert objectives.get("wav2vec2").__name__ == "Wav2Vec2Objective"
+    with pytest.raises(KeyError, match="registered"):
+        objectives.get("no_such_objective")
+
+
+def test_logits_positive_first_and_equal_targets_blocked():
+    rng = np.random.default_rng(0)
+    c = jnp.asarray(rng.standard_normal((2, 6, 4)), jnp.float32)
+    q = jnp.asarray(rng.standard_normal((2, 6, 4)), jnp.float32)
+    q = q.at[0, 3].set(q[0, 1] * 2.0)  # same direction as frame 1: an identical code after normalising
+    idx = jnp.asarray(np.tile(np.array([1, 2, 3])[None, None], (2, 6, 1)))
+    logits = np.asarray(contrastive_logits(c, q, idx, kappa=0.5))
+    cn = c / jnp.linalg.norm(c, axis=-1, keepdims=True)
+    qn = q / jnp.linalg.norm(q, axis=-1, keepdims=True)
+    np.testing.assert_allclose(logits[1, 4, 0], float(cn[1, 4] @ qn[1, 4]) / 0.5, rtol=1e-5)
+    np.testing.assert_allclose(logits[1, 4, 2], float(cn[1, 4] @ qn[1, 2]) / 0.5, rtol=1e-5)
+    assert np.isneginf(logits[0, 1, 3]) and np.isneginf(logits[0, 3, 1])  # distractor equal to the positive
+    assert np.isfinite(logits[0, 1, [0, 2]]).all()
+
+
+@pytest.fixture(scope="module")
+def layer_norm_objective():
+    cfg = tiny_config(feat_extract_norm="layer", conv_bias=True)
+    obj = objectives.build(cfg)
+    batch = {"audio": jnp.zeros((2, 16000)), "audio_mask": jnp.ones((2, 16000), bool)}
+    params = nn.unbox(obj.init(jax.random.key(0), batch))
+    return obj, params
+
+
+def test_padding_invariance_layer_norm_extractor(layer_norm_objective):
+    obj, params = layer_norm_objective
+    wav = tones(2, 16000, seed=1)
+    lengths = np.array([16000, 11200])
+    frames = int(obj.num_frames(16000))
+    frame_len = np.asarray(obj.frame_lengths({"audio_mask": jnp.asarray(np.arange(16000)[None] < lengths[:, None])}))
+    mask = masking.span_mask(jax.random.key(3), jnp.asarray(frame_len), frames, mask_prob=0.5, mask_length=4, min_masks=2)
+    neg, _ = masking.sample_negatives(jax.random.key(4), mask, 5)
+    mask, neg = np.asarray(mask), np.asarray(neg)
+
+    def loss_of(audio, audio_mask, m, n):
+        batch = {"audio": jnp.asarray(audio), "audio_mask": jnp.asarray(audio_mask), "mask_time_indices": m, "negative_indices": n}
+        return obj.loss(params, batch, jax.random.key(9), 0, False)
+
+    # Batch of both, item 1 padded; versus extra padding on both items.
+    pad = 4800
+    audio_mask = np.arange(16000)[None] < lengths[:, None]
+    audio = np.where(audio_mask, wav, 0.0)
+    base_loss, base_m = loss_of(audio, audio_mask, mask, neg)
+    extra = int(obj.num_frames(16000 + pad)) - frames
+    audio_p = np.pad(audio, ((0, 0), (0, pad)))
+    audio_p[:, 16000:] = 7.0  # garbage beyond the mask must not matter
+    padded_loss, padded_m = loss_of(audio_p, np.pad(audio_mask, ((0, 0), (0, pad))), np.pad(mask, ((0, 0), (0, extra))), np.pad(neg, ((0, 0), (0, extra), (0, 0))))
+    np.testing.assert_allclose(padded_loss, base_loss, rtol=2e-5)
+    for k in ("contrastive", "accuracy", "perplexity", "feature_penalty"):
+        np.testing.assert_allclose(padded_m[k], base_m[k], rtol=2e-5, atol=1e-6)
+
+    # Item 1 alone, unpadded (11200 samples), versus item 1 padded to 16000 in a batch of one.
+    f1 = int(frame_len[1])
+    alone_loss, _ = loss_of(wav[1:, :11200], np.ones((1, 11200), bool), mask[1:, :f1], neg[1:, :f1])
+    in_pad_loss, _ = loss_of(audio[1:], audio_mask[1:], mask[1:], neg[1:])
+    np.testing.assert_allclose(in_pad_loss, alone_loss, rtol=2e-5)
+
+
+def test_tiny_model_overfits_one_batch():
+    cfg = tiny_config()
+    obj = objectives.build(cfg)
+    batch = {"audio": jnp.asarray(tones(2, 16000, seed=2)), "audio_mask": jnp.ones((2, 16000), bool)}
+    params = nn.unbox(obj.init(jax.random.key(0), batch))
+    tx = optax.adam(3e-3)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state, i):
+        (loss, m), g = jax.value_and_grad(obj.loss, has_aux=True)(params, batch, jax.random.key(1), i, True)
+        updates, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, m
+
+    first = None
+    for i in range(150):
+        params, opt_state, loss, m = step(params, opt_state, i)
+        first = m if first is None else first
+    assert float(m["contrastive"]) < 0.3 * float(first["contrastive"]), (first["contrastive"], m["contrastive"])
+    assert float(m["accuracy"]) > 0.9
+    assert float(first["accuracy"]) < 0.5
