@@ -3,6 +3,8 @@
   python -m ssl_jax.evaluate --config=configs/eval/superb_tiny.py --upstream=fbank --workdir=/tmp/eval_fbank
   python -m ssl_jax.evaluate --config=configs/eval/superb_tiny.py --upstream=runs/w2v2_tiny --workdir=/tmp/eval_w2v2
 
+The `smoke` variant (`--config=configs/eval/superb_tiny.py:smoke`) runs a few steps per task.
+
 Protocol as in SUPERB: frozen upstream, learnable softmax weights over all hidden states,
 light heads, hyper-parameters fixed here and identical for every upstream, model selection
 on the valid split, one score on the test split. Deviations (CPU budget): fewer steps and a
@@ -23,6 +25,7 @@ def head(**kw) -> config_dict.ConfigDict:
         lr=1e-3, weight_decay=1e-4, clip_norm=5.0,
         batch_size=32, eval_batch_size=32,
         max_steps=1000, eval_every=100, patience=4,
+        bucket_ratio=1.25,  # frame-level batches pad to a geometric grid of lengths with this ratio
     )
     h.update(kw)
     return config_dict.ConfigDict(h)
@@ -54,6 +57,12 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.tasks.asv = head(title="ASV (EER, unseen speakers)", splits=("train", "valid", "test_unseen"),
                        channels=128, embed_dim=64, trials_per_utterance=10,
                        lr=2e-3, batch_size=16, max_steps=1000)
-    if arg:
-        raise ValueError(f"superb_tiny takes no variant argument, got {arg!r}")
+    if arg == "smoke":  # a minute-long end-to-end check (tests), not a measurement
+        for t in c.tasks.values():
+            t.max_steps, t.eval_every, t.batch_size, t.eval_batch_size = 20, 10, 8, 8
+            t.bucket_ratio = 2.0
+        c.tasks.asr.hidden = 16
+        c.tasks.asv.channels, c.tasks.asv.embed_dim = 16, 8
+    elif arg:
+        raise ValueError(f"unknown superb_tiny variant {arg!r}; expected none or 'smoke'")
     return c

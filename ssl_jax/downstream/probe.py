@@ -237,6 +237,25 @@ def _random_batches(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
             yield perm[s:s + batch_size]
 
 
+def _length_batches(lengths: np.ndarray, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Infinite index batches of similar lengths (little padding), in shuffled order.
+
+    Each epoch sorts the utterances by length with a random tie-breaking jitter, cuts
+    consecutive groups of `batch_size` and visits the groups in random order.
+    """
+    n = len(lengths)
+    if n < batch_size:
+        yield from _random_batches(n, batch_size, seed)
+        return
+    rng = np.random.default_rng(seed)
+    lengths = np.asarray(lengths, np.float64)
+    while True:
+        order = np.argsort(lengths * rng.uniform(0.9, 1.1, size=n), kind="stable")
+        groups = [order[s:s + batch_size] for s in range(0, n - batch_size + 1, batch_size)]
+        for g in rng.permutation(len(groups)):
+            yield groups[g]
+
+
 # --------------------------------------------------------------------------- task families
 
 @dataclasses.dataclass
@@ -309,9 +328,15 @@ def greedy_ctc(logits: np.ndarray, mask: np.ndarray) -> list[list[int]]:
     return out
 
 
+def _frames_bucket(hp) -> Callable[[int], int]:
+    ratio = float(hp.get("bucket_ratio", 1.25))
+    return lambda n: bucket(n, ratio=ratio)
+
+
 def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
             log_scalar: Callable[[str, float, int], None]) -> TaskResult:
     """Linear or BiLSTM CTC head over tokens of the training targets (blank = 0)."""
+    fbucket = _frames_bucket(hp)
     train = data["train"]
     vocab = sorted({tok for t in train.targets for tok in t})
     ids = {tok: i + 1 for i, tok in enumerate(vocab)}
@@ -334,14 +359,16 @@ def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
         return (per_utt / jnp.maximum(batch["label_mask"].sum(-1), 1.0)).mean()
 
     apply = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m))
+    train_lengths = np.array([train.features.frames[i].shape[1] for i in train.indices])
     train_ids = [[ids[t] for t in tgt] for tgt in train.targets]
 
     def batches():
-        for rows in _random_batches(len(train.indices), hp.batch_size, seed):
+        for rows in _length_batches(train_lengths, hp.batch_size, seed):
             feats = frames_of("train", rows)
-            t = bucket(max(-(-f.shape[1] // stack) for f in feats))
+            t = fbucket(max(-(-f.shape[1] // stack) for f in feats))
             x, mask = frame_batch(feats, stack, pad_to=t)
-            n = bucket(max(len(train_ids[r]) for r in rows), base=16)
+            # Labels padded to the frame count: one shape per frame bucket, not a product.
+            n = max(t, max(len(train_ids[r]) for r in rows))
             labels = np.zeros((len(rows), n), np.int32)
             label_mask = np.zeros((len(rows), n), np.float32)
             for j, r in enumerate(rows):
@@ -357,7 +384,7 @@ def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
         for s in range(0, len(order), hp.eval_batch_size):
             rows = order[s:s + hp.eval_batch_size]
             feats = frames_of(role, rows)
-            t = bucket(max(-(-f.shape[1] // stack) for f in feats))
+            t = fbucket(max(-(-f.shape[1] // stack) for f in feats))
             x, mask = frame_batch(feats, stack, pad_to=t, batch_size=hp.eval_batch_size)
             logits = np.asarray(apply(params, x, mask.astype(np.float32)))
             for r, seq in zip(rows, greedy_ctc(logits[:len(rows)], mask[:len(rows)])):
@@ -400,6 +427,7 @@ def make_trials(speakers: Sequence[str], per_utterance: int, seed: int) -> np.nd
 def run_verify(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
                log_scalar: Callable[[str, float, int], None]) -> TaskResult:
     """x-vector-like head trained to classify training speakers; cosine-scored trials."""
+    fbucket = _frames_bucket(hp)
     train = data["train"]
     speakers = sorted(set(train.targets))
     spk_id = {s: i for i, s in enumerate(speakers)}
@@ -417,29 +445,44 @@ def run_verify(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
 
     embed = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m)[0])
+    train_lengths = np.array([train.features.frames[i].shape[1] for i in train.indices])
 
     def batches():
-        for rows in _random_batches(len(train.indices), hp.batch_size, seed):
+        for rows in _length_batches(train_lengths, hp.batch_size, seed):
             feats = frames_of("train", rows)
-            x, mask = frame_batch(feats, stack, pad_to=bucket(max(-(-f.shape[1] // stack) for f in feats)))
+            x, mask = frame_batch(feats, stack, pad_to=fbucket(max(-(-f.shape[1] // stack) for f in feats)))
             yield {"x": x, "mask": mask.astype(np.float32), "y": labels[rows]}
 
-    trials = {r: data[r].trials if data[r].trials is not None
-              else make_trials(data[r].targets, hp.trials_per_utterance, seed) for r in ("valid", "test")}
+    # Evaluation pools: frames and speakers per role. When the valid split holds no two
+    # utterances of one speaker, its trials pair valid utterances with training ones.
+    pools = {}
+    for role in ("valid", "test"):
+        d = data[role]
+        frames = [d.features.frames[i] for i in d.indices]
+        spk = list(d.targets)
+        if role == "valid" and d.trials is None and len(set(spk)) == len(spk):
+            taken: dict[str, int] = {}
+            extra = []
+            for r, s in enumerate(train.targets):
+                if s in set(spk) and taken.get(s, 0) < 2:
+                    taken[s] = taken.get(s, 0) + 1
+                    extra.append(r)
+            frames += frames_of("train", extra)
+            spk += [train.targets[r] for r in extra]
+        trials = d.trials if d.trials is not None else make_trials(spk, hp.trials_per_utterance, seed)
+        pools[role] = (frames, trials)
 
     def score(params, role):
-        d = data[role]
-        lens = np.array([d.features.frames[i].shape[1] for i in d.indices])
-        order = np.argsort(lens, kind="stable")
+        frames, tr = pools[role]
+        order = np.argsort([f.shape[1] for f in frames], kind="stable")
         emb = np.zeros((len(order), hp.embed_dim), np.float32)
         for s in range(0, len(order), hp.eval_batch_size):
             rows = order[s:s + hp.eval_batch_size]
-            feats = frames_of(role, rows)
-            x, mask = frame_batch(feats, stack, pad_to=bucket(max(-(-f.shape[1] // stack) for f in feats)),
+            feats = [frames[r] for r in rows]
+            x, mask = frame_batch(feats, stack, pad_to=fbucket(max(-(-f.shape[1] // stack) for f in feats)),
                                   batch_size=hp.eval_batch_size)
             emb[rows] = np.asarray(embed(params, x, mask.astype(np.float32)))[:len(rows)]
         emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-8)
-        tr = trials[role]
         cos = (emb[tr[:, 0]] * emb[tr[:, 1]]).sum(-1)
         return {"eer": metrics.equal_error_rate(cos, tr[:, 2])}
 
@@ -449,5 +492,5 @@ def run_verify(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
     return TaskResult(metrics=score(res.params, "test"), layer_weights=layer_weights(res.params),
                       fit=res, info={"train_speakers": len(speakers),
                                      "test_speakers": len(set(data["test"].targets)),
-                                     "trials": {r: int(len(t)) for r, t in trials.items()},
+                                     "trials": {r: int(len(p[1])) for r, p in pools.items()},
                                      "utterances": {r: len(d.indices) for r, d in data.items()}})

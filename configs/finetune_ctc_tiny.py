@@ -1,0 +1,53 @@
+"""CTC fine-tuning of a pretrained tiny encoder on the embedded corpus (Baevski et al., 2020, Sec. 3.3/5).
+
+  python -m ssl_jax.finetune --config=configs/finetune_ctc_tiny.py --upstream=runs/w2v2_tiny --workdir=runs/ft_tiny
+
+As in wav2vec 2.0 fine-tuning: a randomly initialised linear layer over characters (CTC,
+blank + letters + apostrophe + word boundary) on the Transformer output; the convolutional
+feature extractor stays frozen throughout; for the first `freeze_encoder_steps` updates only
+the output layer trains; time masking of the projected features with the learned mask
+embedding (mask_prob, mask_length); Adam with warm-up, hold, decay (tri-stage) schedule;
+greedy decoding, no language model. Model selection by valid WER, score on test.
+Deviations (CPU size): a few hundred updates, English utterances of at most `max_seconds`.
+"""
+
+from ml_collections import config_dict
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+    c = config_dict.ConfigDict()
+    c.seed = 0
+
+    c.data = config_dict.ConfigDict()
+    c.data.path = ""  # empty: the embedded corpus, built once into the cache
+    c.data.synth_hours = 1.0
+    c.data.synth_seed = 0
+    c.data.target = "chars"  # "chars" (ASR, WER) or "phonemes" (PER)
+    c.data.max_seconds = 8.0  # longer training utterances are skipped
+    c.data.splits = ("train", "valid", "test")
+    c.data.num_buckets = 6  # padded lengths evenly spaced up to the longest utterance
+
+    c.train = config_dict.ConfigDict()
+    c.train.steps = 600
+    c.train.batch_size = 8
+    c.train.freeze_encoder_steps = 150  # only the output layer trains before this update
+    c.train.eval_every = 100
+    c.train.eval_batch_size = 8
+    c.train.log_every = 25
+    c.train.mask_prob = 0.05  # fraction of frames starting a masked span
+    c.train.mask_length = 5
+
+    c.optim = config_dict.ConfigDict()
+    c.optim.lr = 1e-3
+    c.optim.stages = (0.1, 0.4, 0.5)  # tri-stage: warm-up, hold, decay fractions of train.steps
+    c.optim.final_lr_scale = 0.05
+    c.optim.clip_norm = 5.0
+    c.optim.weight_decay = 0.0
+    if arg == "smoke":
+        c.train.steps, c.train.freeze_encoder_steps, c.train.eval_every = 6, 3, 3
+        c.train.batch_size = c.train.eval_batch_size = 4
+        c.data.max_seconds = 4.0
+        c.data.num_buckets = 1
+    elif arg:
+        raise ValueError(f"unknown finetune_ctc_tiny variant {arg!r}; expected none or 'smoke'")
+    return c

@@ -1,0 +1,266 @@
+"""CTC fine-tuning of a pretrained encoder with greedy decoding (Baevski et al., 2020, Sec. 3.3).
+
+  python -m ssl_jax.finetune --config=configs/finetune_ctc_tiny.py --upstream=runs/w2v2_tiny --workdir=runs/ft_tiny
+
+A linear CTC output layer on the encoder's last hidden state; the convolutional feature
+extractor never updates; the rest of the encoder joins after `train.freeze_encoder_steps`.
+Writes `WORKDIR/results.json` ({"asr": {"wer", "cer"}} or {"pr": {"per"}}),
+`WORKDIR/metrics.jsonl` and TensorBoard events under `WORKDIR/tb`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.core import meta
+
+from ssl_jax.data.shards import ShardSource
+from ssl_jax.downstream import metrics, probe, report, tasks
+from ssl_jax.models.encoder import EncoderConfig, SpeechEncoder
+
+
+class CTCModel(nn.Module):
+    """Encoder + linear output layer over the CTC vocabulary (index 0 = blank)."""
+
+    config: EncoderConfig
+    vocab_size: int
+
+    @nn.compact
+    def __call__(self, wavs, audio_mask, mask_time_indices=None, deterministic=True):
+        """wavs: [batch, samples] -> (logits [batch, frames, vocab], frame_mask [batch, frames])."""
+        out = SpeechEncoder(self.config, name="encoder")(
+            wavs, audio_mask, mask_time_indices=mask_time_indices, deterministic=deterministic)
+        logits = nn.Dense(self.vocab_size, name="ctc_head")(out.last_hidden_state.astype(jnp.float32))
+        return logits, out.frame_mask
+
+
+def tri_stage(lr: float, steps: int, stages, final_scale: float) -> optax.Schedule:
+    """Linear warm-up, hold, then exponential decay to `final_scale * lr` (wav2vec 2.0 fine-tuning)."""
+    warm, hold = int(stages[0] * steps), int(stages[1] * steps)
+    decay = max(1, steps - warm - hold)
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, lr, max(1, warm)), optax.constant_schedule(lr),
+         optax.exponential_decay(lr, decay, final_scale)],
+        [max(1, warm), max(1, warm) + hold])
+
+
+def trainable_mask(params: Any, encoder_on: jax.Array) -> Any:
+    """1.0 for the output layer, `encoder_on` for the encoder, 0.0 for the conv feature extractor."""
+    def rule(path, leaf):
+        keys = [getattr(k, "key", str(k)) for k in path]
+        if keys[0] != "encoder":
+            return jnp.ones((), jnp.float32)
+        if len(keys) > 1 and keys[1] == "feature_extractor":
+            return jnp.zeros((), jnp.float32)
+        return encoder_on.astype(jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(rule, params)
+
+
+def span_mask(rng: np.random.Generator, frame_lengths: np.ndarray, frames: int, prob: float,
+              length: int) -> np.ndarray:
+    """Time mask: each valid frame starts a span of `length` with probability `prob`. [batch, frames]."""
+    mask = np.zeros((len(frame_lengths), frames), bool)
+    if prob <= 0:
+        return mask
+    for b, n in enumerate(frame_lengths):
+        starts = np.flatnonzero(rng.random(max(int(n) - length, 0)) < prob)
+        for s in starts:
+            mask[b, s:s + length] = True
+    return mask
+
+
+def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[str, dict[str, float]]:
+    """Fine-tunes the encoder at `upstream`; returns the test metrics.
+
+    `on_step(step, params)`, if given, is called after every update.
+    """
+    from ssl_jax.training.checkpoint import load_pretrained
+
+    if cfg.data.target not in ("chars", "phonemes"):
+        raise ValueError(f"data.target must be 'chars' or 'phonemes', got {cfg.data.target!r}")
+    t_start = time.time()
+    os.makedirs(workdir, exist_ok=True)
+    params, up_config = load_pretrained(upstream)
+    if "model" not in up_config:
+        raise ValueError(f"{upstream}: the checkpoint's config has no `model` section")
+    enc_params = meta.unbox(params["encoder"] if "encoder" in params else params)
+    enc_cfg = EncoderConfig.from_config(up_config["model"])
+    normalize = bool((up_config.get("data") or {}).get("normalize", False))
+
+    if cfg.data.path:
+        shard_dir = cfg.data.path
+    else:
+        from ssl_jax.data import synth
+
+        shard_dir = synth.ensure_corpus(hours=cfg.data.synth_hours, seed=cfg.data.synth_seed)
+    task = tasks.get("asr" if cfg.data.target == "chars" else "pr")
+    splits = {}
+    for role, split in zip(("train", "valid", "test"), cfg.data.splits):
+        src = ShardSource(shard_dir, split)
+        idx = [i for i, m in enumerate(src.manifest) if task.select(m)]
+        if role == "train":
+            idx = [i for i in idx if src.num_samples[i] <= cfg.data.max_seconds * src.sample_rate]
+        if not idx:
+            raise ValueError(f"no {task.name} utterances in split {split!r} of {shard_dir}")
+        splits[role] = (src, idx, [task.target(src.manifest[i]) for i in idx])
+    vocab = sorted({t for tgt in splits["train"][2] for t in tgt})
+    ids = {t: k + 1 for k, t in enumerate(vocab)}
+    model = CTCModel(enc_cfg, len(vocab) + 1)
+    log(f"fine-tuning {upstream}: {enc_cfg.num_layers} layers, d={enc_cfg.hidden_size}; "
+        f"{len(splits['train'][1])} training utterances, vocabulary {len(vocab)} + blank")
+
+    # A few fixed padded lengths (evenly spaced, as the training pipeline does): one compiled
+    # step per bucket.
+    from ssl_jax.data.pipeline import bucket_lengths
+
+    longest = max(int(splits[r][0].num_samples[i]) for r in splits for i in splits[r][1])
+    buckets = bucket_lengths(longest, cfg.data.num_buckets, multiple=3200)
+
+    def batch_audio(src, rows, batch_size):
+        wavs = [src[i]["audio"] for i in rows]
+        n = next(b for b in buckets if b >= max(len(w) for w in wavs))
+        x = np.zeros((batch_size, n), np.float32)
+        m = np.zeros((batch_size, n), bool)
+        for r, w in enumerate(wavs):
+            x[r, :len(w)], m[r, :len(w)] = w, True
+        if normalize:
+            from ssl_jax.upstream import normalize_waveforms
+
+            x = np.asarray(normalize_waveforms(jnp.asarray(x), jnp.asarray(m)))
+        return x, m
+
+    rng = jax.random.PRNGKey(cfg.seed)
+    init_rng, rng = jax.random.split(rng)
+    x0, m0 = batch_audio(splits["train"][0], splits["train"][1][:1], 1)
+    head_params = model.init(init_rng, x0, m0)["params"]["ctc_head"]
+    params = {"encoder": jax.tree.map(jnp.asarray, enc_params), "ctc_head": meta.unbox(head_params)}
+    schedule = tri_stage(cfg.optim.lr, cfg.train.steps, cfg.optim.stages, cfg.optim.final_lr_scale)
+    tx = optax.chain(optax.clip_by_global_norm(cfg.optim.clip_norm),
+                     optax.adamw(schedule, weight_decay=cfg.optim.weight_decay))
+    opt_state = tx.init(params)
+    freeze = cfg.train.freeze_encoder_steps
+
+    @jax.jit
+    def train_step(params, opt_state, batch, step, key):
+        def loss_fn(p):
+            logits, frame_mask = model.apply({"params": p}, batch["wavs"], batch["mask"],
+                                             mask_time_indices=batch["time_mask"], deterministic=False,
+                                             rngs={"dropout": key})
+            per = optax.ctc_loss(logits, 1.0 - frame_mask.astype(jnp.float32), batch["labels"],
+                                 1.0 - batch["label_mask"])
+            return (per / jnp.maximum(batch["label_mask"].sum(-1), 1.0)).mean()
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        keep = trainable_mask(params, step >= freeze)
+        grads = jax.tree.map(lambda g, k: g * k, grads, keep)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        updates = jax.tree.map(lambda u, k: u * k, updates, keep)
+        return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
+
+    predict = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m, deterministic=True))
+
+    def score(params, role):
+        src, idx, refs = splits[role]
+        order = np.argsort([src.num_samples[i] for i in idx], kind="stable")
+        hyps: list[list[str]] = [[] for _ in idx]
+        bs = cfg.train.eval_batch_size
+        for s in range(0, len(order), bs):
+            rows = order[s:s + bs]
+            x, m = batch_audio(src, [idx[r] for r in rows], bs)
+            logits, fmask = predict(params, x, m)
+            for r, seq in zip(rows, probe.greedy_ctc(np.asarray(logits)[:len(rows)], np.asarray(fmask)[:len(rows)])):
+                hyps[r] = [vocab[k - 1] for k in seq]
+        if task.metric == "wer":
+            words = lambda toks: "".join(" " if c == "|" else c for c in toks).strip()
+            return {"wer": metrics.word_error_rate([words(r) for r in refs], [words(h) for h in hyps]),
+                    "cer": metrics.error_rate(refs, hyps)}
+        return {"per": metrics.error_rate(refs, hyps)}
+
+    src, idx, targets = splits["train"]
+    lengths = np.array([src.num_samples[i] for i in idx])
+    batches = probe._length_batches(lengths, cfg.train.batch_size, cfg.seed)
+    np_rng = np.random.default_rng(cfg.seed)
+    writer = report.ScalarWriter(os.path.join(workdir, "tb"))
+    best, best_score, best_step, best_valid = params, float("inf"), 0, {}
+    log_path = open(os.path.join(workdir, "metrics.jsonl"), "w")
+    losses = []
+    try:
+        for step in range(cfg.train.steps):
+            rows = next(batches)
+            x, m = batch_audio(src, [idx[r] for r in rows], cfg.train.batch_size)
+            frame_lens = np.asarray(_frame_lengths(enc_cfg, m.sum(-1)))
+            frames = int(_frame_lengths(enc_cfg, np.array([x.shape[1]]))[0])
+            n = max(frames, max(len(targets[r]) for r in rows))
+            labels = np.zeros((len(rows), n), np.int32)
+            label_mask = np.zeros((len(rows), n), np.float32)
+            for j, r in enumerate(rows):
+                labels[j, :len(targets[r])] = [ids[t] for t in targets[r]]
+                label_mask[j, :len(targets[r])] = 1.0
+            time_mask = span_mask(np_rng, frame_lens, frames, cfg.train.mask_prob, cfg.train.mask_length)
+            batch = {"wavs": x, "mask": m, "labels": labels, "label_mask": label_mask, "time_mask": time_mask}
+            params, opt_state, loss, gnorm = train_step(params, opt_state, batch, jnp.int32(step),
+                                                        jax.random.fold_in(rng, step))
+            losses.append(float(loss))
+            done = step + 1
+            if on_step is not None:
+                on_step(done, params)
+            if done % cfg.train.log_every == 0 or done == cfg.train.steps:
+                rec = {"step": done, "loss": float(np.mean(losses)), "grad_norm": float(gnorm),
+                       "lr": float(schedule(step)), "encoder_frozen": bool(step < freeze)}
+                losses = []
+                log_path.write(json.dumps(rec) + "\n")
+                log_path.flush()
+                for k in ("loss", "grad_norm", "lr"):
+                    writer.scalar(f"finetune/{k}", rec[k], done)
+            if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
+                valid = score(params, "valid")
+                for k, v in valid.items():
+                    writer.scalar(f"finetune/valid_{k}", v, done)
+                log(f"step {done}: loss {float(loss):.3f}, valid {valid}")
+                if valid[task.metric] < best_score:
+                    best, best_score, best_step, best_valid = params, valid[task.metric], done, valid
+    finally:
+        writer.close()
+        log_path.close()
+    test = score(best, "test")
+    results = {task.name: test}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    log(f"fine-tuned {cfg.train.steps} steps in {time.time() - t_start:.0f}s; best valid {best_valid} "
+        f"at step {best_step}; test {test}")
+    return results
+
+
+def _frame_lengths(enc_cfg: EncoderConfig, sample_lengths: np.ndarray) -> np.ndarray:
+    from ssl_jax.models.encoder import frame_lengths
+
+    return np.asarray(frame_lengths(enc_cfg, np.asarray(sample_lengths)))
+
+
+def main(argv) -> None:
+    from absl import flags
+
+    del argv
+    f = flags.FLAGS
+    finetune(f.config, f.upstream, f.workdir)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "fine-tuning config (configs/finetune_ctc_tiny.py)",
+                                    lock_config=True)
+    flags.DEFINE_string("upstream", None, "pretrained ssl_jax checkpoint / workdir")
+    flags.DEFINE_string("workdir", None, "output folder")
+    flags.mark_flags_as_required(["config", "upstream", "workdir"])
+    app.run(main)
