@@ -82,8 +82,10 @@ def eval_batches(config: Any, path: str) -> list[dict]:
         normalize=d.normalize,
     )
     out = []
+    share = config.train.batch_size // jax.process_count()
+    lo = jax.process_index() * share  # each process feeds its own rows of the global batch
     for batch in it:
-        out.append({k: np.asarray(batch[k]) for k in BATCH_KEYS})
+        out.append({k: np.asarray(batch[k])[lo : lo + share] for k in BATCH_KEYS})
         if len(out) >= config.train.eval_batches:
             break
     return out
@@ -208,7 +210,11 @@ def _mean_eval(eval_step: CompiledSteps, params: Any, batches: list[dict], mesh,
     sums: dict[str, float] = {}
     weight_total = 0.0
     for i, batch in enumerate(batches):
-        m = jax.device_get(eval_step(params, sharding_lib.shard_batch(batch, mesh), jax.random.fold_in(rng, i)))
+        key = jax.random.fold_in(rng, i)
+        device_batch = sharding_lib.shard_batch(batch, mesh)
+        with jax.transfer_guard("disallow"):
+            m = eval_step(params, device_batch, key)
+        m = jax.device_get(m)
         w = float(m["masked_frames"])
         weight_total += w
         for k, v in m.items():
