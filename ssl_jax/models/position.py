@@ -24,6 +24,53 @@ def _same_padding(kernel: int) -> tuple[int, int]:
     return (kernel // 2, kernel // 2 - (1 - kernel % 2))
 
 
+def grouped_conv1d(x: jax.Array, kernel: jax.Array, groups: int, padding: tuple[int, int]) -> jax.Array:
+    """Grouped 1-D convolution as one plain convolution per group.
+
+    XLA's CPU backend runs `feature_group_count` convolutions several times slower than the
+    same work split into per-group convolutions (measured ~6x for BASE's 128-wide, 16-group
+    positional conv, forward + backward).
+
+    Args:
+      x: [batch, frames, channels_in]; kernel: [width, channels_in // groups, channels_out].
+    Returns:
+      [batch, frames_out, channels_out].
+    """
+    cin, cout = x.shape[-1] // groups, kernel.shape[-1] // groups
+    outs = [
+        jax.lax.conv_general_dilated(
+            x[..., g * cin:(g + 1) * cin],
+            kernel[..., g * cout:(g + 1) * cout],
+            window_strides=(1,),
+            padding=[padding],
+            dimension_numbers=("NWC", "WIO", "NWC"),
+        )
+        for g in range(groups)
+    ]
+    return outs[0] if groups == 1 else jnp.concatenate(outs, axis=-1)
+
+
+class GroupedConv(nn.Module):
+    """Same-length grouped 1-D convolution with bias (parameters `kernel` [width, dim // groups, dim], `bias`)."""
+
+    dim: int
+    kernel: int
+    groups: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [batch, frames, dim] -> [batch, frames, dim]."""
+        w = self.param(
+            "kernel",
+            nn.with_logical_partitioning(nn.initializers.he_normal(), ("conv_kernel", None, "embed")),
+            (self.kernel, self.dim // self.groups, self.dim),
+        )
+        b = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (self.dim,))
+        y = grouped_conv1d(x.astype(self.dtype), w.astype(self.dtype), self.groups, _same_padding(self.kernel))
+        return y + b.astype(self.dtype)
+
+
 class ConvPositionalEmbedding(nn.Module):
     """Weight-normalised grouped convolution + GELU.
 
@@ -57,14 +104,7 @@ class ConvPositionalEmbedding(nn.Module):
         )
         b = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), (self.dim,))
         w = v * (g / jnp.sqrt(jnp.sum(jnp.square(v), axis=(1, 2))))[:, None, None]
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype),
-            w.astype(self.dtype),
-            window_strides=(1,),
-            padding=[_same_padding(self.kernel)],
-            dimension_numbers=("NWC", "WIO", "NWC"),
-            feature_group_count=self.groups,
-        )
+        y = grouped_conv1d(x.astype(self.dtype), w.astype(self.dtype), self.groups, _same_padding(self.kernel))
         return gelu(y + b.astype(self.dtype))
 
 
@@ -85,18 +125,9 @@ class StackedConvPositionalEmbedding(nn.Module):
     def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
         """x: [batch, frames, dim]; mask: bool[batch, frames] -> [batch, frames, dim]."""
         for j in range(self.num_layers):
-            x = nn.Conv(
-                self.dim,
-                kernel_size=(self.kernel,),
-                padding=[_same_padding(self.kernel)],
-                feature_group_count=self.groups,
-                dtype=self.dtype,
-                kernel_init=nn.with_logical_partitioning(
-                    nn.initializers.he_normal(), ("conv_kernel", None, "embed")
-                ),
-                bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-                name=f"conv_{j}",
-            )(x)
+            if self.dim % self.groups:
+                raise ValueError(f"hidden_size {self.dim} is not divisible by {self.groups} positional conv groups")
+            x = GroupedConv(self.dim, self.kernel, self.groups, self.dtype, name=f"conv_{j}")(x)
             x = nn.LayerNorm(epsilon=LN_EPS, use_scale=False, use_bias=False, use_fast_variance=False, dtype=self.dtype)(x)
             x = gelu(x)
             if j < self.num_layers - 1:

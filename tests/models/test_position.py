@@ -66,3 +66,14 @@ def test_gate_shapes_and_identity_at_init():
     pg = jax.tree.map(jnp.zeros_like, pg)
     pg["params"]["gru_rel_pos_const"] = jnp.ones((2,))
     np.testing.assert_allclose(gate.apply(pg, x, bias), 1.75 * np.broadcast_to(bias, (3, 2, 5, 5)), rtol=1e-6)
+
+
+def test_grouped_conv_matches_feature_group_count():
+    from ssl_jax.models.position import grouped_conv1d
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8))
+    w = jax.random.normal(jax.random.key(1), (5, 2, 12))
+    ref = jax.lax.conv_general_dilated(
+        x, w, (1,), [(2, 2)], dimension_numbers=("NWC", "WIO", "NWC"), feature_group_count=4
+    )
+    np.testing.assert_allclose(grouped_conv1d(x, w, 4, (2, 2)), ref, atol=1e-5)
