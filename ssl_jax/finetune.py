@@ -255,8 +255,14 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+    import sys
+
     from absl import app, flags
     from ml_collections import config_flags
+
+    from ssl_jax.training.config_check import check_overrides
+
+    check_overrides(sys.argv)
 
     config_flags.DEFINE_config_file("config", None, "fine-tuning config (configs/finetune_ctc_tiny.py)",
                                     lock_config=True)

@@ -61,3 +61,6 @@ def test_unknown_task_and_bad_upstream_are_clear_errors(tmp_path):
     proc = subprocess.run(cmd[:4] + ["--upstream=fbank", f"--workdir={tmp_path}", "--config.tasks_to_run=('xx',)"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "unknown task 'xx'" in proc.stderr
+    proc = subprocess.run(cmd[:4] + ["--upstream=fbank", f"--workdir={tmp_path}", "--config.tasks.ks.lrr=1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "valid fields" in proc.stderr and "'lr'" in proc.stderr

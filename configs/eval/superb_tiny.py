@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.tasks.ic = head(title="IC (acc, action+object+location)", lr=2e-3, max_steps=1500)
     c.tasks.er = head(title="ER* prosody classes (acc)", lr=2e-3, max_steps=1500)
     c.tasks.asr = head(title="ASR (WER, chars, greedy)", head="bilstm", hidden=128, lstm_layers=1,
-                       lr=2e-3, batch_size=16, max_steps=1500, eval_every=150)
+                       lr=2e-3, batch_size=16, max_steps=800, eval_every=100)
     c.tasks.asv = head(title="ASV (EER, unseen speakers)", splits=("train", "valid", "test_unseen"),
                        channels=128, embed_dim=64, trials_per_utterance=10,
                        lr=2e-3, batch_size=16, max_steps=1000)
