@@ -367,8 +367,9 @@ def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
             feats = frames_of("train", rows)
             t = fbucket(max(-(-f.shape[1] // stack) for f in feats))
             x, mask = frame_batch(feats, stack, pad_to=t)
-            # Labels padded to the frame count: one shape per frame bucket, not a product.
-            n = max(t, max(len(train_ids[r]) for r in rows))
+            # Labels padded to half the frame bucket (CTC's cost grows with frames x labels),
+            # so the label shape follows the frame shape: one compile per frame bucket.
+            n = max(fbucket(max(t // 2, 1)), max(len(train_ids[r]) for r in rows))
             labels = np.zeros((len(rows), n), np.int32)
             label_mask = np.zeros((len(rows), n), np.float32)
             for j, r in enumerate(rows):
