@@ -9,7 +9,7 @@ from ssl_jax.models.encoder import EncoderConfig, SpeechEncoder, frame_lengths
 from ssl_jax.upstream import Upstream, normalize_waveforms
 
 TINY = EncoderConfig(
-    conv_dim=(4,) * 7, hidden_size=8, num_layers=2, num_heads=2, intermediate_size=16,
+    conv_dim=(4, 4, 4), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2), hidden_size=8, num_layers=2, num_heads=2, intermediate_size=16,
     num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2,
 )
 
@@ -18,17 +18,18 @@ def test_load_random_checkpoint_shapes_and_padding(tmp_path):
     from ssl_jax.training.checkpoint import save_pretrained
 
     wav = np.zeros((1, 3200), np.float32)
-    params = meta.unbox(SpeechEncoder(TINY).init(jax.random.key(0), wav, wav > -1)["params"])
+    params = meta.unbox(jax.jit(SpeechEncoder(TINY).init)(jax.random.key(0), wav, wav > -1)["params"])
     save_pretrained(str(tmp_path), {"encoder": jax.tree.map(np.asarray, params)}, {"model": TINY.to_dict()})
     up = Upstream.load(str(tmp_path))
-    assert (up.num_layers, up.dim, up.frame_rate) == (2, 8, 50.0)
+    assert (up.num_layers, up.dim, up.frame_rate) == (2, 8, 16000 / 20)
+    assert Upstream(params, EncoderConfig()).frame_rate == 50.0
     rng = np.random.default_rng(0)
-    lengths = np.array([6400, 4000])
-    wavs = rng.standard_normal((2, 6400)).astype(np.float32)
+    lengths = np.array([2000, 1300])
+    wavs = rng.standard_normal((2, 2000)).astype(np.float32)
     out = up(wavs, lengths)
-    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (2, 19, 8)
+    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (2, 99, 8)
     np.testing.assert_array_equal(out.lengths, frame_lengths(TINY, lengths))
-    alone = up(wavs[1:, :4000], lengths[1:])
+    alone = up(wavs[1:, :1300], lengths[1:])
     n = int(out.lengths[1])
     for a, b in zip(out.hidden_states, alone.hidden_states):
         np.testing.assert_allclose(np.asarray(a)[1, :n], np.asarray(b)[0], atol=2e-5)
