@@ -210,7 +210,7 @@ def _mean_eval(eval_step: CompiledSteps, params: Any, batches: list[dict], mesh,
     sums: dict[str, float] = {}
     weight_total = 0.0
     for i, batch in enumerate(batches):
-        key = jax.random.fold_in(rng, i)
+        key = jax.device_put(jax.random.fold_in(rng, i), sharding_lib.replicated(mesh))
         device_batch = sharding_lib.shard_batch(batch, mesh)
         with jax.transfer_guard("disallow"):
             m = eval_step(params, device_batch, key)
@@ -252,6 +252,13 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     if config.train.batch_size % grad_accum:
         raise ValueError(f"train.batch_size {config.train.batch_size} is not divisible by train.grad_accum {grad_accum}")
 
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if (config.train.batch_size // grad_accum) % shards:
+        raise ValueError(
+            f"train.batch_size {config.train.batch_size} / train.grad_accum {grad_accum} is not divisible by "
+            f"mesh.data x mesh.fsdp = {shards}"
+        )
+
     # Abstract state -> shardings -> state created sharded (never whole on one device).
     max_samples = max(int(b) for b in batches.plan.buckets) if hasattr(batches, "plan") else int(config.data.max_seconds * SAMPLE_RATE)
     init_batch = {
@@ -286,6 +293,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
 
     # Compiled steps.
     replicated = sharding_lib.replicated(mesh)
+    step_rng = jax.device_put(step_rng, replicated)
     batch_in = lambda b: sharding_lib.batch_shardings(b, mesh, rules)  # noqa: E731
     train_step = CompiledSteps(
         make_train_step(objective, tx, schedule, grad_accum),

@@ -1,0 +1,67 @@
+"""Tests for `python -m ssl_jax.train` (ssl_jax/train.py and the loop it runs)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from ssl_jax.training import loop
+from ssl_jax.training.logging import read_metrics
+from tests.objectives.test_wav2vec2 import ROOT, tiny_config
+
+
+def _config(corpus: str):
+    c = tiny_config()
+    c.data.path = corpus
+    c.data.max_seconds = 1.0
+    c.data.min_seconds = 0.5
+    c.data.num_buckets = 1
+    c.train.steps = 6
+    c.train.batch_size = 8
+    c.train.log_every = 1
+    c.train.eval_every = 0
+    c.train.eval_batches = 1
+    c.train.checkpoint_every = 3
+    c.mesh.data = 2
+    c.mesh.fsdp = -1
+    return c
+
+
+def test_stopped_and_resumed_run_matches_uninterrupted(tiny_corpus, tmp_path):
+    cfg = _config(tiny_corpus)
+    full = loop.train(cfg, str(tmp_path / "full"), progress=False)
+    assert full["steps"] == 6 and full["train_compiles"] == 1 and full["skipped_updates"] == 0
+    assert full["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
+
+    cfg.train.eval_batches = 0  # evaluation is checked on the full run; skip its compile here
+    part = loop.train(cfg, str(tmp_path / "split"), stop_after=4, progress=False)
+    assert part["stopped_early"] and part["steps"] == 4
+    assert sorted(int(d) for d in os.listdir(tmp_path / "split" / "checkpoints")) == [3, 4]
+    resumed = loop.train(cfg, str(tmp_path / "split"), progress=False)
+    assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
+
+    def losses(name):
+        return {r["step"]: r["loss"] for r in read_metrics(str(tmp_path / name)) if "loss" in r}
+
+    a, b = losses("full"), losses("split")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-6)
+    rec = read_metrics(str(tmp_path / "full"))[-1]
+    assert {"eval_accuracy", "eval_perplexity", "eval_loss"} <= set(rec)
+    summary = json.load(open(tmp_path / "full" / "summary.json"))
+    assert summary["eval_end"]["step"] == 6
+    assert os.listdir(tmp_path / "full" / "tensorboard")
+
+
+def test_misspelled_config_key_is_a_clear_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssl_jax.train", "--config=configs/w2v2_tiny.py", f"--workdir={tmp_path}", "--config.train.stepz=3"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "'train.stepz'" in proc.stderr and "'steps'" in proc.stderr and "'batch_size'" in proc.stderr
