@@ -324,11 +324,19 @@ def hf_config_from_encoder(cfg: EncoderConfig, model_type: str) -> dict:
 
 
 def _torch_load(path: str) -> Any:
+    import pickle
+
     import torch
 
     # argparse.Namespace holds the hyper-parameters of older fairseq checkpoints; it is plain data.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ConversionError(
+            f"{path}: refused by torch.load(weights_only=True) (it holds Python objects beyond tensors and "
+            f"plain containers; re-save its state dict and config as plain data): {str(e).splitlines()[0]}"
+        ) from e
 
 
 def _numpy_state(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -370,15 +378,24 @@ def load_hf(path: str) -> tuple[dict, EncoderConfig, dict]:
         hf = json.load(f)
     cfg, model_type = encoder_config_from_hf(hf)
     st = os.path.join(path, "model.safetensors")
+    index = os.path.join(path, "model.safetensors.index.json")
     bin_ = os.path.join(path, "pytorch_model.bin")
     if os.path.isfile(st):
         from safetensors.numpy import load_file
 
         state, weights = load_file(st), st
+    elif os.path.isfile(index):
+        from safetensors.numpy import load_file
+
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        state, weights = {}, index
+        for shard in shards:
+            state.update(load_file(os.path.join(path, shard)))
     elif os.path.isfile(bin_):
         state, weights = _numpy_state(_torch_load(bin_)), bin_
     else:
-        raise ConversionError(f"{path}: neither model.safetensors nor pytorch_model.bin found (sharded weights are not supported)")
+        raise ConversionError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
     state, heads = _split_heads(_canonical_weight_norm(state), HF_PREFIXES[model_type])
     params, absent = state_to_params(state, cfg, weights)
     return params, cfg, {"source": "hf", "model_type": model_type, "weights": weights, "dropped_heads": heads, "absent": absent}

@@ -339,3 +339,30 @@ def test_command_line_import_and_export(tmp_path, capsys):
         a = model(torch.from_numpy(wavs)).last_hidden_state.numpy()
         b = back(torch.from_numpy(wavs)).last_hidden_state.numpy()
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+class Payload:
+    """An arbitrary Python object that weights_only loading must refuse."""
+
+
+def test_sharded_safetensors_and_refused_pickles(tmp_path):
+    from safetensors.torch import save_file
+
+    model = build_hf("hubert-group")
+    ref, _, _ = convert.load_hf(_save(model, tmp_path / "one"))
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    model.config.save_pretrained(sharded)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    keys = sorted(state)
+    halves = {"a.safetensors": keys[: len(keys) // 2], "b.safetensors": keys[len(keys) // 2:]}
+    for name, ks in halves.items():
+        save_file({k: state[k] for k in ks}, sharded / name)
+    with open(sharded / "model.safetensors.index.json", "w") as f:
+        json.dump({"weight_map": {k: n for n, ks in halves.items() for k in ks}}, f)
+    params, _, _ = convert.load_hf(str(sharded))
+    jax.tree.map(np.testing.assert_array_equal, params, ref)
+
+    torch.save({"model": {}, "cfg": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(convert.ConversionError, match="weights_only"):
+        convert.load_fairseq(str(tmp_path / "evil.pt"))
