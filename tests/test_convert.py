@@ -310,8 +310,8 @@ def test_torchaudio_import(variant, tmp_path):
     ta["aux.weight"] = torch.zeros(3, 16)
     path = tmp_path / "ta.pt"
     torch.save(ta, path)
-    # Without factory arguments the geometry is read from the weights (16 dims -> 1 head of 64 is
-    # impossible, so heads come from the WavLM bias table or the 64-per-head rule).
+    # Without factory arguments the geometry is read from the weight shapes; the head count comes
+    # from WavLM's bias table, else from the 64-dims-per-head rule of the released models (here 1).
     params, cfg, info = convert.load_torchaudio(str(path))
     assert info["absent"] == ["masked_spec_embed"] and info["dropped_heads"] == ["aux.weight"]
     assert cfg.layer_norm_first == hf_cfg.layer_norm_first and cfg.num_heads == hf_cfg.num_heads

@@ -7,7 +7,6 @@ placement, positional conv layers and the relative position bias.
 """
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
