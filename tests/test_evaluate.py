@@ -64,3 +64,37 @@ def test_unknown_task_and_bad_upstream_are_clear_errors(tmp_path):
     proc = subprocess.run(cmd[:4] + ["--upstream=fbank", f"--workdir={tmp_path}", "--config.tasks.ks.lrr=1"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "valid fields" in proc.stderr and "'lr'" in proc.stderr
+
+
+def test_task_on_a_real_dataset_layout(tmp_path, monkeypatch):
+    """A task naming `READER:PATH` goes through the reader, the shard cache and the probe."""
+    import numpy as np
+    import soundfile as sf
+
+    from ssl_jax import evaluate
+    from ssl_jax.downstream import upstreams
+    from ssl_jax.training.config_check import load_config_file
+    from tests.downstream import fakes
+
+    root = tmp_path / "fluent_speech_commands_dataset"
+    (root / "data").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    header = ",path,speakerId,transcription,action,object,location\n"
+    for split, n in (("train", 24), ("valid", 8), ("test", 8)):
+        rows = []
+        for k in range(n):
+            action = ("activate", "deactivate")[k % 2]
+            rel = f"wavs/speakers/s{k % 3}/{split}{k}.wav"
+            audio = fakes._tones(["a", "i"] if k % 2 else ["o", "u"], k % 3, rng)
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(root / rel), audio, 16000)
+            rows.append(f"{k},{rel},s{k % 3},t,{action},lights,none")
+        (root / "data" / f"{split}_data.csv").write_text(header + "\n".join(rows) + "\n")
+    cfg = load_config_file(os.path.join(ROOT, "configs", "eval", "superb.py"))
+    cfg.tasks_to_run = ("ic",)
+    cfg.tasks.ic.data = f"fluent_speech_commands:{root}"
+    cfg.tasks.ic.update(dict(lr=1e-2, max_steps=60, eval_every=20, batch_size=8))
+    monkeypatch.setattr(upstreams, "load", lambda spec: fakes.SpectrumUpstream())
+    results = evaluate.evaluate(cfg, "spectrum", str(tmp_path / "out"), log=lambda m: None)
+    assert results["ic"]["acc"] >= 0.75
+    assert os.path.exists(tmp_path / "out" / "datasets" / "fluent_speech_commands" / "prepare.json")
