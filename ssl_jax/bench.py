@@ -149,12 +149,12 @@ def bench_torch(config: Any, inputs: dict, steps: int) -> dict:
     )
     torch.manual_seed(0)
     model = Wav2Vec2ForPreTraining(hf).train()
-    audio = torch.from_numpy(inputs["audio"])
-    mask = torch.from_numpy(inputs["mask_time_indices"])
+    audio = torch.from_numpy(inputs["audio"].copy())
+    mask = torch.from_numpy(inputs["mask_time_indices"].copy())
     idx = inputs["negative_indices"].astype(np.int64)
     # transformers indexes the flattened [batch * frames] features.
     neg = torch.from_numpy(idx + np.arange(idx.shape[0])[:, None, None] * idx.shape[1])
-    attention = torch.from_numpy(inputs["audio_mask"]).long() if m.feat_extract_norm == "layer" else None
+    attention = torch.from_numpy(inputs["audio_mask"].copy()).long() if m.feat_extract_norm == "layer" else None
 
     def step():
         model.zero_grad(set_to_none=True)
