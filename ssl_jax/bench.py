@@ -100,7 +100,7 @@ def bench_jax(config: Any, inputs: dict, steps: int) -> dict:
 
     def step(params, batch, rng):
         (loss, _), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng, 0, True)
-        return loss, optax.global_norm(grads)
+        return loss, optax.tree.norm(grads)
 
     compiled = jax.jit(step).lower(params, batch, jax.random.key(1)).compile()
     cost = compiled.cost_analysis()

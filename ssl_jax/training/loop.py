@@ -117,7 +117,7 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
             total, _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum), micro))
             loss, metrics, grads = jax.tree.map(lambda x: x / grad_accum, total)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -133,8 +133,8 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
         metrics.update(
             loss=loss,
             grad_norm=grad_norm,
-            param_norm=optax.global_norm(state.params),
-            update_norm=optax.global_norm(updates),
+            param_norm=optax.tree.norm(state.params),
+            update_norm=optax.tree.norm(updates),
             lr=schedule(state.step),
             skipped=new_state.skipped.astype(jnp.float32),
         )
