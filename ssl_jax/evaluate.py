@@ -136,7 +136,10 @@ def evaluate(cfg, upstream_spec: str, workdir: str, log: Callable[[str], None] =
             task = tasks.get(name)
             results[name] = {k: float(v) for k, v in res.metrics.items()}
             weights[name] = res.layer_weights
-            rows.append((cfg.tasks[name].title, task.metric, results[name][task.metric], task.lower_is_better))
+            size = f"{res.info['utterances']['test']} utts"
+            if "trials" in res.info:
+                size += f", {res.info['trials']['test']} trials"
+            rows.append((cfg.tasks[name].title, task.metric, results[name][task.metric], task.lower_is_better, size))
             details["tasks"][name] = {
                 "test": results[name], "valid": res.fit.valid, "best_step": res.fit.best_step,
                 "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 1),

@@ -29,14 +29,14 @@ class ScalarWriter:
         self._writer.close()
 
 
-def format_table(upstream: str, rows: Sequence[tuple[str, str, float, bool]]) -> str:
-    """SUPERB-style table: one row per task (title, metric, value, lower-is-better)."""
+def format_table(upstream: str, rows: Sequence[tuple[str, str, float, bool, str]]) -> str:
+    """SUPERB-style table: one row per task (title, metric, value, lower-is-better, test size)."""
     lines = [f"SUPERB-style results, upstream: {upstream}",
-             f"{'task':<34} {'metric':<7} {'value':>8}",
-             "-" * 51]
-    for title, metric, value, lower in rows:
+             f"{'task':<34} {'metric':<7} {'value':>8}  test size",
+             "-" * 62]
+    for title, metric, value, lower, size in rows:
         pct = 100.0 * value
-        lines.append(f"{title:<34} {metric + (' v' if lower else ' ^'):<7} {pct:>7.2f}%")
+        lines.append(f"{title:<34} {metric + (' v' if lower else ' ^'):<7} {pct:>7.2f}%  {size}")
     lines.append("(v: lower is better, ^: higher is better)")
     return "\n".join(lines)
 
