@@ -205,12 +205,12 @@ def _audio_seconds(batch: dict) -> float:
     return float(batch["audio_mask"].sum()) / SAMPLE_RATE
 
 
-def _mean_eval(eval_step: CompiledSteps, params: Any, batches: list[dict], mesh, rng: jax.Array) -> dict:
+def _mean_eval(eval_step: CompiledSteps, params: Any, batches: list[dict], mesh, key_for: Callable[[int], jax.Array]) -> dict:
     """Masked-frame-weighted mean of the eval metrics over fixed held-out batches."""
     sums: dict[str, float] = {}
     weight_total = 0.0
     for i, batch in enumerate(batches):
-        key = jax.device_put(jax.random.fold_in(rng, i), sharding_lib.replicated(mesh))
+        key = key_for(i)
         device_batch = sharding_lib.shard_batch(batch, mesh)
         with jax.transfer_guard("disallow"):
             m = eval_step(params, device_batch, key)
@@ -265,8 +265,12 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         "audio": jax.ShapeDtypeStruct((config.train.batch_size // grad_accum, max_samples), jnp.float32),
         "audio_mask": jax.ShapeDtypeStruct((config.train.batch_size // grad_accum, max_samples), jnp.bool_),
     }
-    rng = jax.random.key(config.seed)
-    init_rng, step_rng, eval_rng = jax.random.split(rng, 3)
+    init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+    # Step and eval keys are made on the mesh, replicated: every process holds the same key.
+    key_on_mesh = jax.jit(
+        lambda stream, i: jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), stream), i),
+        out_shardings=sharding_lib.replicated(mesh),
+    )
 
     def init_boxed(key):
         params = objective.init(key, {k: jnp.zeros(v.shape, v.dtype) for k, v in init_batch.items()})
@@ -293,7 +297,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
 
     # Compiled steps.
     replicated = sharding_lib.replicated(mesh)
-    step_rng = jax.device_put(step_rng, replicated)
+    step_rng = key_on_mesh(1, 0)
     batch_in = lambda b: sharding_lib.batch_shardings(b, mesh, rules)  # noqa: E731
     train_step = CompiledSteps(
         make_train_step(objective, tx, schedule, grad_accum),
@@ -316,7 +320,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     def run_eval(step: int) -> None:
         if not held_out:
             return
-        m = _mean_eval(eval_step, state.params, held_out, mesh, eval_rng)
+        m = _mean_eval(eval_step, state.params, held_out, mesh, lambda i: key_on_mesh(2, i))
         evals.append({"step": step, **m})
         logger.log(step, m, prefix="eval_")
         log.info("eval step %d: accuracy %.3f perplexity %.1f", step, m["accuracy"], m["perplexity"])
