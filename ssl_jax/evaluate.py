@@ -171,6 +171,9 @@ def main(argv) -> None:
     from absl import flags
 
     del argv
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-restore chatter
     f = flags.FLAGS
     evaluate(f.config, f.upstream, f.workdir)
 

@@ -250,6 +250,9 @@ def main(argv) -> None:
     from absl import flags
 
     del argv
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-restore chatter
     f = flags.FLAGS
     finetune(f.config, f.upstream, f.workdir)
 
