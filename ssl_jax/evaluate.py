@@ -167,30 +167,7 @@ def evaluate(cfg, upstream_spec: str, workdir: str, log: Callable[[str], None] =
     return results
 
 
-def main(argv) -> None:
-    from absl import flags
-
-    del argv
-    import logging
-
-    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-restore chatter
-    f = flags.FLAGS
-    evaluate(f.config, f.upstream, f.workdir)
-
-
 if __name__ == "__main__":
-    import sys
+    from ssl_jax.training.config_check import run_upstream_command
 
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    from ssl_jax.training.config_check import check_overrides
-
-    check_overrides(sys.argv)
-
-    config_flags.DEFINE_config_file("config", None, "evaluation suite config (configs/eval/*.py)",
-                                    lock_config=True)
-    flags.DEFINE_string("upstream", None, "'fbank' or an ssl_jax checkpoint / workdir")
-    flags.DEFINE_string("workdir", None, "output folder")
-    flags.mark_flags_as_required(["config", "upstream", "workdir"])
-    app.run(main)
+    run_upstream_command(evaluate, "evaluation suite config (configs/eval/*.py)", "'fbank' or an ssl_jax checkpoint / workdir")

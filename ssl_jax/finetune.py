@@ -246,30 +246,7 @@ def _frame_lengths(enc_cfg: EncoderConfig, sample_lengths: np.ndarray) -> np.nda
     return np.asarray(frame_lengths(enc_cfg, np.asarray(sample_lengths)))
 
 
-def main(argv) -> None:
-    from absl import flags
-
-    del argv
-    import logging
-
-    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-restore chatter
-    f = flags.FLAGS
-    finetune(f.config, f.upstream, f.workdir)
-
-
 if __name__ == "__main__":
-    import sys
+    from ssl_jax.training.config_check import run_upstream_command
 
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    from ssl_jax.training.config_check import check_overrides
-
-    check_overrides(sys.argv)
-
-    config_flags.DEFINE_config_file("config", None, "fine-tuning config (configs/finetune_ctc_tiny.py)",
-                                    lock_config=True)
-    flags.DEFINE_string("upstream", None, "pretrained ssl_jax checkpoint / workdir")
-    flags.DEFINE_string("workdir", None, "output folder")
-    flags.mark_flags_as_required(["config", "upstream", "workdir"])
-    app.run(main)
+    run_upstream_command(finetune, "fine-tuning config (configs/finetune_ctc_tiny.py)", "pretrained ssl_jax checkpoint / workdir")

@@ -56,3 +56,29 @@ def check_overrides(argv: list[str], flag: str = "config") -> None:
         if message:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
+
+
+def run_upstream_command(fn, config_help: str, upstream_help: str) -> None:
+    """Runs `fn(config, upstream, workdir)` as an absl program with `--config/--upstream/--workdir`.
+
+    The shared entry point of `ssl_jax.evaluate` and `ssl_jax.finetune`: overrides are checked
+    first, so a misspelled `--config.x.y` is a clear error naming the valid fields.
+    """
+    import logging
+
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    check_overrides(sys.argv)
+    config = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
+    upstream = flags.DEFINE_string("upstream", None, upstream_help)
+    workdir = flags.DEFINE_string("workdir", None, "output folder")
+    flags.mark_flags_as_required(["config", "upstream", "workdir"])
+
+    def main(argv: list[str]) -> None:
+        if len(argv) > 1:
+            raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-restore chatter
+        fn(config.value, upstream.value, workdir.value)
+
+    app.run(main)
