@@ -4,7 +4,8 @@ Times one pretraining forward+backward step of the config's encoder (wav2vec 2.0
 masking, quantizer, contrastive loss), reports audio-seconds per second and achieved FLOP/s
 (XLA's cost analysis of the compiled step) against a matmul peak measured in the same run,
 and with `--compare=torch` times transformers' `Wav2Vec2ForPreTraining` on the same shapes,
-masks and distractors in the same process. Dropout and layer drop are off in both, so the
+masks and distractors in the same process, the two steps alternating so that both see the same
+machine load. Dropout and layer drop are off in both, so the
 two do the same work on every step.
 """
 
@@ -87,7 +88,8 @@ def make_inputs(objective: Any, batch: int, samples: int, seed: int = 0) -> dict
     return {"audio": audio, "audio_mask": audio_mask, "mask_time_indices": np.asarray(mask), "negative_indices": np.asarray(neg)}
 
 
-def bench_jax(config: Any, inputs: dict, steps: int) -> dict:
+def jax_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
+    """The compiled ssl_jax forward+backward step as a blocking callable, and its FLOP count."""
     import flax.linen as nn
     import jax
     import optax
@@ -106,13 +108,14 @@ def bench_jax(config: Any, inputs: dict, steps: int) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     flops = float(cost.get("flops", float("nan")))
-    median, best = _best_time(lambda: jax.block_until_ready(compiled(params, batch, jax.random.key(1))), steps)
     num_params = sum(x.size for x in jax.tree.leaves(params))
-    return {"step_seconds": median, "best_step_seconds": best, "flops_per_step": flops, "num_params": int(num_params)}
+    info = {"flops_per_step": flops, "num_params": int(num_params)}
+    return (lambda: jax.block_until_ready(compiled(params, batch, jax.random.key(1)))), info
 
 
-def bench_torch(config: Any, inputs: dict, steps: int) -> dict:
-    """transformers' Wav2Vec2ForPreTraining forward+backward on the same shapes (imported lazily)."""
+def torch_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
+    """transformers' Wav2Vec2ForPreTraining forward+backward on the same shapes (imported lazily),
+    as a callable, and facts about the model."""
     import numpy as np
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
@@ -161,17 +164,27 @@ def bench_torch(config: Any, inputs: dict, steps: int) -> dict:
         out = model(audio, attention_mask=attention, mask_time_indices=mask, sampled_negative_indices=neg)
         out.loss.backward()
 
-    median, best = _best_time(step, steps)
-    return {
-        "step_seconds": median,
-        "best_step_seconds": best,
-        "num_params": int(sum(p.numel() for p in model.parameters())),
-        "threads": torch.get_num_threads(),
-    }
+    info = {"num_params": int(sum(p.numel() for p in model.parameters())), "threads": torch.get_num_threads()}
+    return step, info
+
+
+def _interleaved_times(fns: dict[str, Callable[[], Any]], steps: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, calls alternating (after one warm-up call each), so a
+    change in machine load during the run falls on every implementation alike."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(steps):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return times
 
 
 def run(config: Any, *, batch: int, seconds: float, steps: int, compare: str | None, matmul_size: int) -> dict:
     import jax
+    import numpy as np
 
     config = bench_config(config)
     samples = int(round(seconds * SAMPLE_RATE))
@@ -179,7 +192,13 @@ def run(config: Any, *, batch: int, seconds: float, steps: int, compare: str | N
 
     inputs = make_inputs(objectives.build(config), batch, samples)
     audio_seconds = batch * samples / SAMPLE_RATE
+    load_before = os.getloadavg()[0]
     peak = matmul_peak(matmul_size)
+    fns, infos = {}, {}
+    fns["jax"], infos["jax"] = jax_step(config, inputs)
+    if compare == "torch":
+        fns["torch"], infos["torch"] = torch_step(config, inputs)
+    times = _interleaved_times(fns, steps)
     result = {
         "backend": jax.default_backend(),
         "devices": jax.device_count(),
@@ -187,18 +206,26 @@ def run(config: Any, *, batch: int, seconds: float, steps: int, compare: str | N
         "batch": batch,
         "seconds": seconds,
         "matmul_peak_flops": peak,
-        "jax": bench_jax(config, inputs, steps),
+        "load_average": [load_before, os.getloadavg()[0]],
     }
+    for name in fns:
+        result[name] = {
+            "step_seconds": float(np.median(times[name])),
+            "best_step_seconds": float(np.min(times[name])),
+            **infos[name],
+        }
     j = result["jax"]
     j["audio_seconds_per_second"] = audio_seconds / j["step_seconds"]
     j["flops_per_second"] = j["flops_per_step"] / j["step_seconds"]
     j["fraction_of_matmul_peak"] = j["flops_per_second"] / peak
     if compare == "torch":
-        t = bench_torch(config, inputs, steps)
+        t = result["torch"]
         t["audio_seconds_per_second"] = audio_seconds / t["step_seconds"]
         t["flops_per_second"] = j["flops_per_step"] / t["step_seconds"]  # same model, XLA's count
-        result["torch"] = t
+        # Per-round ratios: each round's two steps ran back to back under the same load.
+        ratios = np.asarray(times["torch"]) / np.asarray(times["jax"])
         result["speedup_vs_torch"] = t["step_seconds"] / j["step_seconds"]
+        result["speedup_per_round"] = [float(r) for r in ratios]
     return result
 
 
@@ -217,6 +244,9 @@ def format_result(r: dict) -> str:
             )
     if "speedup_vs_torch" in r:
         lines.append(f"ssl_jax is {r['speedup_vs_torch']:.2f}x the speed of transformers' Wav2Vec2ForPreTraining")
+        rounds = " ".join(f"{x:.2f}" for x in r["speedup_per_round"])
+        lines.append(f"  ratio in each round (steps alternate): {rounds}")
+    lines.append(f"load average (1 min) before / after: {r['load_average'][0]:.2f} / {r['load_average'][1]:.2f}")
     lines.append(f"FLOP per step (XLA cost analysis): {r['jax']['flops_per_step']:.3g}")
     return "\n".join(lines)
 

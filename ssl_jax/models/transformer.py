@@ -44,6 +44,22 @@ def layer_norm(dtype, name: str) -> nn.LayerNorm:
     )
 
 
+class _DenseParams(nn.Module):
+    """The `kernel` [in, out] and `bias` [out] of a dense layer, for layers fused into one matmul."""
+
+    in_features: int
+    features: int
+    axes: tuple[str | None, str | None]
+
+    @nn.compact
+    def __call__(self) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param(
+            "kernel", nn.with_logical_partitioning(nn.initializers.normal(0.02), self.axes), (self.in_features, self.features)
+        )
+        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.axes[1],)), (self.features,))
+        return kernel, bias
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with key padding mask and optional gated relative bias.
 
@@ -66,23 +82,29 @@ class SelfAttention(nn.Module):
         position_bias: [heads, frames, frames] or None -> [batch, frames, dim]."""
         b, t, _ = x.shape
         hd = self.dim // self.num_heads
-
-        def heads(y):
-            return y.reshape(b, t, self.num_heads, hd)
-
-        q = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "q_proj")(x)) * (hd**-0.5)
-        k = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "k_proj")(x))
-        v = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "v_proj")(x))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+        # One [dim, 3 * dim] matmul instead of three [dim, dim] ones; the parameters stay the
+        # reference's q_proj / k_proj / v_proj.
+        projections = [_DenseParams(self.dim, self.dim, ("embed", "heads"), name=n) for n in ("q_proj", "k_proj", "v_proj")]
+        kernels, biases = zip(*(p() for p in projections))
+        scale = jnp.asarray([hd**-0.5, 1.0, 1.0], jnp.float32).repeat(self.dim)
+        kernel = jnp.concatenate(kernels, axis=1) * scale
+        bias = jnp.concatenate(biases) * scale
+        qkv = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
+        # [3, batch, heads, frames, head_dim]: each head's q k^T and p v are plain batched matmuls.
+        q, k, v = jnp.transpose(qkv.reshape(b, t, 3, self.num_heads, hd), (2, 0, 3, 1, 4))
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
         if position_bias is not None:
             if self.gated_bias:
                 scores = scores + PositionBiasGate(self.num_heads, self.dtype, name="gate")(x, position_bias)
             else:
                 scores = scores + position_bias[None].astype(jnp.float32)
-        scores = jnp.where(mask[:, None, None, :], scores, jnp.finfo(jnp.float32).min)
+        # Padding as an additive [batch, 1, 1, keys] bias: cheaper than a select over the full
+        # scores tensor, and its gradient is free.
+        key_bias = jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+        scores = scores + key_bias[:, None, None, :]
         probs = jax.nn.softmax(scores, axis=-1)
         probs = nn.Dropout(self.dropout)(probs, deterministic=deterministic).astype(self.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, self.dim)
+        out = jnp.einsum("bhqk,bhkd->bqhd", probs, v).reshape(b, t, self.dim)
         return _dense(self.dim, ("heads", "embed"), self.dtype, "out_proj")(out)
 
 

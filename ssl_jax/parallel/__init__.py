@@ -1,1 +1,1 @@
-"""parallel."""
+"""Device meshes and logical-axis sharding rules (data / fsdp / tensor)."""

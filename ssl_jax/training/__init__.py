@@ -1,1 +1,1 @@
-"""training."""
+"""Training machinery: state, optimizer, checkpoints, logging and the train loop."""

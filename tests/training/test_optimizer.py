@@ -38,4 +38,4 @@ def test_weight_decay_skips_vectors():
     updates, _ = tx.update(zero, tx.init(params), params)
     assert float(jnp.abs(updates["b"]).max()) == 0.0
     np.testing.assert_allclose(np.asarray(updates["w"]), -1e-3 * 0.5, rtol=1e-5)
-    assert optax.global_norm(updates) > 0
+    assert optax.tree.norm(updates) > 0
