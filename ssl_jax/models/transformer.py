@@ -44,22 +44,6 @@ def layer_norm(dtype, name: str) -> nn.LayerNorm:
     )
 
 
-class _DenseParams(nn.Module):
-    """The `kernel` [in, out] and `bias` [out] of a dense layer, for layers fused into one matmul."""
-
-    in_features: int
-    features: int
-    axes: tuple[str | None, str | None]
-
-    @nn.compact
-    def __call__(self) -> tuple[jax.Array, jax.Array]:
-        kernel = self.param(
-            "kernel", nn.with_logical_partitioning(nn.initializers.normal(0.02), self.axes), (self.in_features, self.features)
-        )
-        bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, (self.axes[1],)), (self.features,))
-        return kernel, bias
-
-
 class SelfAttention(nn.Module):
     """Multi-head self-attention with key padding mask and optional gated relative bias.
 
@@ -82,16 +66,12 @@ class SelfAttention(nn.Module):
         position_bias: [heads, frames, frames] or None -> [batch, frames, dim]."""
         b, t, _ = x.shape
         hd = self.dim // self.num_heads
-        # One [dim, 3 * dim] matmul instead of three [dim, dim] ones; the parameters stay the
-        # reference's q_proj / k_proj / v_proj.
-        projections = [_DenseParams(self.dim, self.dim, ("embed", "heads"), name=n) for n in ("q_proj", "k_proj", "v_proj")]
-        kernels, biases = zip(*(p() for p in projections))
-        scale = jnp.asarray([hd**-0.5, 1.0, 1.0], jnp.float32).repeat(self.dim)
-        kernel = jnp.concatenate(kernels, axis=1) * scale
-        bias = jnp.concatenate(biases) * scale
-        qkv = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype)) + bias.astype(self.dtype)
-        # [3, batch, heads, frames, head_dim]: each head's q k^T and p v are plain batched matmuls.
-        q, k, v = jnp.transpose(qkv.reshape(b, t, 3, self.num_heads, hd), (2, 0, 3, 1, 4))
+        def heads(y):  # [batch, heads, frames, head_dim]: q k^T and p v as plain batched matmuls
+            return jnp.transpose(y.reshape(b, t, self.num_heads, hd), (0, 2, 1, 3))
+
+        q = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "q_proj")(x) * (hd**-0.5))
+        k = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "k_proj")(x))
+        v = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "v_proj")(x))
         scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
         if position_bias is not None:
             if self.gated_bias:
