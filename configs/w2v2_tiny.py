@@ -12,19 +12,16 @@ into the conv extractor, no dropout or layer drop, and a Gumbel temperature deca
 reaches its floor within the run.
 """
 
-import importlib.util
 import os
 
 from ml_collections import config_dict
 
+from ssl_jax.training.config_check import load_config_module
+
 
 def _base():
     """configs/w2v2_base.py, loaded by path so the config works from any working directory."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "w2v2_base.py")
-    spec = importlib.util.spec_from_file_location("ssl_jax_configs_w2v2_base", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_config_module(os.path.join(os.path.dirname(os.path.abspath(__file__)), "w2v2_base.py"))
 
 
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:

@@ -54,13 +54,10 @@ def test_span_mask_statistics():
 
 
 def _config(tiny_corpus):
-    import importlib.util
+    from ssl_jax.training.config_check import load_config_file
 
-    spec = importlib.util.spec_from_file_location("ft_cfg", os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "finetune_ctc_tiny.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    cfg = mod.get_config("smoke")
+    cfg = load_config_file(os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "finetune_ctc_tiny.py") + ":smoke")
     cfg.data.path = tiny_corpus
     return cfg
 

@@ -9,14 +9,20 @@ import sys
 from ml_collections import config_dict
 
 
-def load_config_file(spec: str) -> config_dict.ConfigDict:
-    """Loads `path/to/config.py[:arg]` as ml_collections' config_flags would."""
-    path, _, arg = spec.partition(":")
+def load_config_module(path: str):
+    """Imports a config file (configs/NAME.py) by path, as ml_collections' config_flags does."""
     module_spec = importlib.util.spec_from_file_location("ssl_jax_config_" + os.path.basename(path)[:-3], path)
     if module_spec is None or not os.path.exists(path):
         raise FileNotFoundError(f"config file {path!r} not found")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
+    return module
+
+
+def load_config_file(spec: str) -> config_dict.ConfigDict:
+    """Loads `path/to/config.py[:arg]` as ml_collections' config_flags would."""
+    path, _, arg = spec.partition(":")
+    module = load_config_module(path)
     return module.get_config(arg) if arg else module.get_config()
 
 

@@ -1,6 +1,5 @@
 """Tests for ssl_jax/objectives/wav2vec2.py: logits, padding invariance, overfitting one batch."""
 
-import importlib.util
 import os
 
 import flax.linen as nn
@@ -13,15 +12,13 @@ import pytest
 from ssl_jax import objectives
 from ssl_jax.objectives import masking
 from ssl_jax.objectives.wav2vec2 import contrastive_logits
+from ssl_jax.training.config_check import load_config_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_config(**model):
-    spec = importlib.util.spec_from_file_location("w2v2_tiny_cfg", os.path.join(ROOT, "configs", "w2v2_tiny.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    c = module.get_config()
+    c = load_config_file(os.path.join(ROOT, "configs", "w2v2_tiny.py"))
     c.model.conv_dim = (16,) * 7
     c.model.hidden_size = 32
     c.model.num_layers = 2
