@@ -120,20 +120,12 @@ def torch_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
 
+    from ssl_jax.convert import hf_config_from_encoder
+    from ssl_jax.models.encoder import EncoderConfig
+
     m, o = config.model, config.objective
-    hf = Wav2Vec2Config(
-        conv_dim=list(m.conv_dim),
-        conv_kernel=list(m.conv_kernel),
-        conv_stride=list(m.conv_stride),
-        conv_bias=m.conv_bias,
-        feat_extract_norm=m.feat_extract_norm,
-        hidden_size=m.hidden_size,
-        num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads,
-        intermediate_size=m.intermediate_size,
-        do_stable_layer_norm=m.layer_norm_first,
-        num_conv_pos_embeddings=m.num_conv_pos_embeddings,
-        num_conv_pos_embedding_groups=m.num_conv_pos_embedding_groups,
+    kw = hf_config_from_encoder(EncoderConfig.from_config(m), "wav2vec2")
+    kw.update(
         hidden_dropout=0.0,
         attention_dropout=0.0,
         activation_dropout=0.0,
@@ -141,15 +133,12 @@ def torch_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
         feat_quantizer_dropout=0.0,
         final_dropout=0.0,
         layerdrop=0.0,
-        num_codevector_groups=m.num_codevector_groups,
-        num_codevectors_per_group=m.num_codevectors_per_group,
-        codevector_dim=m.codevector_dim,
-        proj_codevector_dim=m.proj_codevector_dim,
         num_negatives=o.num_negatives,
         contrastive_logits_temperature=o.temperature,
         diversity_loss_weight=o.diversity_weight,
         mask_time_prob=0.05,  # creates the mask embedding; the masks themselves are passed in
     )
+    hf = Wav2Vec2Config(**kw)
     torch.manual_seed(0)
     model = Wav2Vec2ForPreTraining(hf).train()
     audio = torch.from_numpy(inputs["audio"].copy())
