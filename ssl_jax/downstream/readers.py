@@ -33,7 +33,9 @@ SAMPLE_RATE = 16_000
 SPEECH_COMMANDS_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 IEMOCAP_CLASSES = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 
-Entries = dict[str, list[dict[str, Any]]]
+# split -> entries; a reader may add `_trials` (verification trials) and `_stats` (a dict that
+# `prepare` writes to prepare.json as `reader_stats`).
+Entries = dict[str, Any]
 
 
 def _base(**kw) -> dict[str, Any]:
@@ -66,15 +68,19 @@ def librispeech(root: str, subsets: dict[str, str] | None = None, lexicon: str =
     Args:
         subsets: split name -> subset folder; default train-clean-100 / dev-clean / test-clean.
         lexicon: optional word -> phones file; with it, entries carry `phonemes` (utterances
-            with out-of-lexicon words get none and PR skips them).
+            with out-of-lexicon words get none and PR skips them; their count per split and the
+            most frequent missing words go to `prepare.json` under `reader_stats`, with a warning).
     """
     subsets = dict(subsets or {"train": "train-clean-100", "valid": "dev-clean", "test": "test-clean"})
     lex = read_lexicon(lexicon) if lexicon else None
     out: Entries = {}
+    oov_utterances: dict[str, int] = {}
+    oov_words: dict[str, int] = {}
     for split, sub in subsets.items():
         d = os.path.join(root, sub)
         _require(d, f"LibriSpeech subset {sub!r}")
         entries = []
+        oov_utterances[split] = 0
         for trans in sorted(glob.glob(os.path.join(d, "*", "*", "*.trans.txt"))):
             folder = os.path.dirname(trans)
             with open(trans, encoding="utf-8") as f:
@@ -89,13 +95,25 @@ def librispeech(root: str, subsets: dict[str, str] | None = None, lexicon: str =
                     phones: list[str] = []
                     if lex is not None:
                         words = text.lower().split()
-                        if all(w in lex for w in words):
+                        missing = [w for w in words if w not in lex]
+                        if missing:
+                            oov_utterances[split] += 1
+                            for w in missing:
+                                oov_words[w] = oov_words.get(w, 0) + 1
+                        else:
                             phones = [p for w in words for p in lex[w]]
                     entries.append(_base(id=uid, path=path, speaker=uid.split("-")[0], text=text,
                                          phonemes=phones))
         if not entries:
             raise ValueError(f"no LibriSpeech utterances under {d}")
         out[split] = entries
+    if lex is not None:
+        common = sorted(oov_words, key=lambda w: (-oov_words[w], w))[:10]
+        out["_stats"] = {"oov_utterances": oov_utterances, "oov_words": len(oov_words), "oov_examples": common}
+        if any(oov_utterances.values()):
+            log.warning("LibriSpeech: utterances with out-of-lexicon words get no phonemes (PR skips them): %s; "
+                        "e.g. %s", ", ".join(f"{k} {v}/{len(out[k])}" for k, v in oov_utterances.items()),
+                        ", ".join(common[:5]))
     return out
 
 
@@ -103,13 +121,25 @@ def speech_commands(root: str, keywords=SPEECH_COMMANDS_KEYWORDS, silence_second
                     test_root: str = "") -> Entries:
     """Speech Commands v1/v2: `root/WORD/SPEAKER_nohash_N.wav`, split by the two list files.
 
-    Words outside `keywords` are `_unknown_`; `_silence_` clips are 1 s windows of the
-    `_background_noise_` recordings, every tenth to valid and every tenth (+5) to test.
-    `test_root` (the separately released test set, with its own `_silence_`/`_unknown_`
-    folders) replaces the list-based test split when given.
+    SUPERB's KS protocol (Yang et al., 2021) on v0.01: 12 classes, the ten `keywords`,
+    `_unknown_` (every other word) and `_silence_`; train and valid from `validation_list.txt`
+    (the rest of the non-test files train), test from the separately released v0.01 test set
+    `test_root` (one folder per class, `_silence_` and `_unknown_` included). `_silence_`
+    train/valid clips are disjoint `silence_seconds` windows of the `_background_noise_`
+    recordings, every tenth to valid (s3prl draws random crops of the whole recordings
+    instead). Without `test_root` the test split is `testing_list.txt` plus every tenth
+    (+5) noise window, with a warning that this is not SUPERB's test set.
     """
     for name in ("validation_list.txt", "testing_list.txt"):
         _require(os.path.join(root, name), f"Speech Commands {name}")
+    if test_root:
+        _require(test_root, "Speech Commands test set (test_root)")
+        for name in ("_silence_", "_unknown_"):
+            if not os.path.isdir(os.path.join(test_root, name)):
+                log.warning("Speech Commands test set %s has no %s folder", test_root, name)
+    else:
+        log.warning("Speech Commands: no test_root; the test split comes from testing_list.txt, not the "
+                    "separately released test set SUPERB scores on")
     lists = {}
     for split, name in (("valid", "validation_list.txt"), ("test", "testing_list.txt")):
         with open(os.path.join(root, name)) as f:
@@ -120,7 +150,7 @@ def speech_commands(root: str, keywords=SPEECH_COMMANDS_KEYWORDS, silence_second
     def clip(rel: str, word: str, path: str) -> dict[str, Any]:
         label = word if word in kw else ("_silence_" if word == "_silence_" else "_unknown_")
         return _base(id=rel.replace("/", "_")[:-4], path=path, speaker=os.path.basename(rel).split("_nohash_")[0],
-                     task="keyword", keyword=label, text="" if label == "_silence_" else word)
+                     task="keyword", keyword=label, text="" if word.startswith("_") else word)
 
     for word_dir in sorted(glob.glob(os.path.join(root, "*", ""))):
         word = os.path.basename(os.path.normpath(word_dir))
@@ -129,6 +159,8 @@ def speech_commands(root: str, keywords=SPEECH_COMMANDS_KEYWORDS, silence_second
         for path in sorted(glob.glob(os.path.join(word_dir, "*.wav"))):
             rel = f"{word}/{os.path.basename(path)}"
             split = "valid" if rel in lists["valid"] else "test" if rel in lists["test"] else "train"
+            if split == "test" and test_root:
+                continue
             out[split].append(clip(rel, word, path))
     import soundfile as sf
 
@@ -136,15 +168,12 @@ def speech_commands(root: str, keywords=SPEECH_COMMANDS_KEYWORDS, silence_second
         info = sf.info(path)
         win = int(silence_seconds * info.samplerate)
         for k in range(info.frames // win):
-            split = "valid" if k % 10 == 0 else "test" if k % 10 == 5 else "train"
-            if test_root and split == "test":
-                continue
+            split = "valid" if k % 10 == 0 else "test" if k % 10 == 5 and not test_root else "train"
             e = _base(id=f"silence_{os.path.basename(path)[:-4]}_{k}", path=path, speaker="noise",
                       task="keyword", keyword="_silence_", start=k * win, stop=(k + 1) * win,
                       source_rate=info.samplerate)
             out[split].append(e)
     if test_root:
-        out["test"] = []
         for path in sorted(glob.glob(os.path.join(test_root, "*", "*.wav"))):
             word = os.path.basename(os.path.dirname(path))
             out["test"].append(clip(f"{word}/{os.path.basename(path)}", word, path))
@@ -278,24 +307,45 @@ def load_audio(entry: dict[str, Any]) -> np.ndarray:
     return audio
 
 
+def _label(entry: dict[str, Any]) -> str | None:
+    """The class an utterance-classification task reads (keyword or emotion), if any."""
+    if entry.get("task") == "keyword" and entry.get("keyword") is not None:
+        return str(entry["keyword"])
+    return None if entry.get("style") is None else str(entry["style"])
+
+
 def prepare(reader: str, root: str, out_dir: str, **kwargs) -> str:
     """Writes a reader's splits as a shard folder (once; reused when complete).
 
-    Unreadable or empty files are skipped and counted in `out_dir/prepare.json`.
+    `out_dir/prepare.json` records the reader, the absolute root and the keyword arguments; an
+    existing folder prepared from anything else is refused, never silently reused. It also
+    holds per split the utterances written (`utterances`), the class counts of keyword and
+    emotion labels (`class_counts`, for class-balanced sampling), the reader's own figures
+    (`reader_stats`, e.g. out-of-lexicon counts) and the skipped files (unreadable or empty).
     """
     from ssl_jax.data.shards import ShardWriter
 
     if reader not in READERS:
         raise KeyError(f"unknown reader {reader!r}; readers: {sorted(READERS)}")
+    key = {"reader": reader, "root": os.path.abspath(root), "kwargs": json.loads(json.dumps(kwargs))}
     done = os.path.join(out_dir, "prepare.json")
     if os.path.exists(done):
+        with open(done) as f:
+            old = json.load(f)
+        found = {"reader": old.get("reader"), "root": os.path.abspath(old.get("root", "")), "kwargs": old.get("kwargs")}
+        if found != key:
+            raise ValueError(f"{out_dir} was prepared from {found}, not {key}; delete it or choose another folder")
         return out_dir
     entries = READERS[reader](root, **kwargs)
     trials = entries.pop("_trials", [])
+    stats = entries.pop("_stats", {})
     os.makedirs(out_dir, exist_ok=True)
     skipped: list[str] = []
-    counts = {}
+    counts: dict[str, int] = {}
+    classes: dict[str, dict[str, int]] = {}
     for split, items in entries.items():
+        written = 0
+        labels: dict[str, int] = {}
         with ShardWriter(out_dir, split, encoding="flac") as w:
             for e in items:
                 try:
@@ -307,7 +357,13 @@ def prepare(reader: str, root: str, out_dir: str, **kwargs) -> str:
                     skipped.append(f"{e['path']}\tempty or non-finite audio")
                     continue
                 w.add(audio, {k: v for k, v in e.items() if k not in ("path", "start", "stop", "source_rate")})
-        counts[split] = len(items)
+                written += 1
+                label = _label(e)
+                if label is not None:
+                    labels[label] = labels.get(label, 0) + 1
+        counts[split] = written
+        if labels:
+            classes[split] = dict(sorted(labels.items()))
     by_split: dict[str, list[str]] = {}
     for t in trials:
         by_split.setdefault(t["split"], []).append(f"{t['enroll']}\t{t['test']}\t{t['target']}")
@@ -315,7 +371,7 @@ def prepare(reader: str, root: str, out_dir: str, **kwargs) -> str:
         with open(os.path.join(out_dir, f"{split}.trials.tsv"), "w") as f:
             f.write("\n".join(lines) + "\n")
     with open(done, "w") as f:
-        json.dump({"reader": reader, "root": root, "kwargs": kwargs, "utterances": counts,
+        json.dump({**key, "utterances": counts, "class_counts": classes, "reader_stats": stats,
                    "skipped": len(skipped), "skipped_files": skipped}, f, indent=1)
     if skipped:
         log.warning("%s: skipped %d unreadable or empty files (see %s)", reader, len(skipped), done)

@@ -1,5 +1,7 @@
 """Readers on tiny fixtures built in each dataset's released layout."""
 
+import json
+import logging
 import os
 
 import numpy as np
@@ -20,7 +22,7 @@ def _wav(path, seconds=0.1, sr=16000, channels=1, fmt=None):
     sf.write(path, x, sr, format=fmt)
 
 
-def test_librispeech(tmp_path):
+def test_librispeech(tmp_path, caplog):
     root = tmp_path / "LibriSpeech"
     for sub, spk in (("train-clean-100", "19"), ("dev-clean", "84"), ("test-clean", "61")):
         d = root / sub / spk / "198"
@@ -33,12 +35,19 @@ def test_librispeech(tmp_path):
     lex = tmp_path / "lexicon.txt"
     lex.write_text("HELLO HH AH0 L OW1\nWORLD W ER1 L D\nGOOD G UH1 D\n")
     out = readers.librispeech(str(root), lexicon=str(lex))
-    assert sorted(out) == ["test", "train", "valid"]
+    assert sorted(k for k in out if not k.startswith("_")) == ["test", "train", "valid"]
     e = out["train"][0]
     assert e["id"] == "19-198-0000" and e["speaker"] == "19" and e["text"] == "HELLO WORLD"
     assert e["phonemes"] == ["HH", "AH", "L", "OW", "W", "ER", "L", "D"]
     assert out["train"][1]["phonemes"] == []  # MORNING is not in the lexicon
-    shard_dir = readers.prepare("librispeech", str(root), str(tmp_path / "shards"))
+    assert out["_stats"] == {"oov_utterances": {"train": 1, "valid": 1, "test": 1}, "oov_words": 1,
+                             "oov_examples": ["morning"]}
+    with caplog.at_level(logging.WARNING, logger=readers.__name__):
+        shard_dir = readers.prepare("librispeech", str(root), str(tmp_path / "shards"), lexicon=str(lex))
+    assert "train 1/2" in caplog.text and "morning" in caplog.text
+    info = json.load(open(os.path.join(shard_dir, "prepare.json")))
+    assert info["reader_stats"]["oov_utterances"] == {"train": 1, "valid": 1, "test": 1}
+    assert info["utterances"] == {"train": 2, "valid": 2, "test": 2} and info["class_counts"] == {}
     src = ShardSource(shard_dir, "valid")
     assert len(src) == 2 and src.manifest[0]["speaker"] == "84"
     assert src[0]["audio"].shape == (1600,)
@@ -67,6 +76,43 @@ def test_speech_commands(tmp_path):
     src = ShardSource(shard_dir, "test")
     silences = [i for i, m in enumerate(src.manifest) if m["keyword"] == "_silence_"]
     assert len(silences) == 2 and src[silences[0]]["audio"].shape == (16000,)
+    info = json.load(open(os.path.join(shard_dir, "prepare.json")))
+    assert info["class_counts"]["train"] == {"_silence_": 16, "_unknown_": 1, "no": 1, "yes": 1}
+
+
+def test_speech_commands_superb_test_set(tmp_path, caplog):
+    """SUPERB's KS: train/valid from the list files, test from the released v0.01 test set."""
+    root, test_root = tmp_path / "speech_commands_v0.01", tmp_path / "speech_commands_test_set_v0.01"
+    for rel in ("yes/aa_nohash_0", "yes/bb_nohash_0", "yes/cc_nohash_0", "no/aa_nohash_1", "bed/dd_nohash_0"):
+        _wav(str(root / f"{rel}.wav"))
+    (root / "validation_list.txt").write_text("yes/bb_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("yes/cc_nohash_0.wav\n")
+    _wav(str(root / "_background_noise_" / "running_tap.wav"), seconds=20.5)
+    for rel in ("yes/ee_nohash_0", "off/ff_nohash_0", "_silence_/gg_nohash_0", "_silence_/hh_nohash_0",
+                "_unknown_/bird_ii_nohash_0"):
+        _wav(str(test_root / f"{rel}.wav"), seconds=1.0)
+    with caplog.at_level(logging.WARNING, logger=readers.__name__):
+        readers.speech_commands(str(root))
+    assert "not the separately released test set" in caplog.text
+    out = readers.speech_commands(str(root), test_root=str(test_root))
+    keys = {s: sorted(e["keyword"] for e in es) for s, es in out.items()}
+    # testing_list.txt files are used nowhere; every noise window outside valid trains.
+    assert keys["train"] == ["_silence_"] * 18 + ["_unknown_", "no", "yes"]
+    assert keys["valid"] == ["_silence_"] * 2 + ["yes"]
+    assert keys["test"] == ["_silence_", "_silence_", "_unknown_", "off", "yes"]
+    assert all(e["text"] == "" for e in out["test"] if e["keyword"].startswith("_"))
+    shard_dir = readers.prepare("speech_commands", str(root), str(tmp_path / "shards"), test_root=str(test_root))
+    info = json.load(open(os.path.join(shard_dir, "prepare.json")))
+    assert info["class_counts"] == {
+        "train": {"_silence_": 18, "_unknown_": 1, "no": 1, "yes": 1},
+        "valid": {"_silence_": 2, "yes": 1},
+        "test": {"_silence_": 2, "_unknown_": 1, "off": 1, "yes": 1},
+    }
+    assert info["utterances"] == {"train": 21, "valid": 3, "test": 5}
+    src = ShardSource(shard_dir, "train")
+    assert all(src[i]["audio"].shape == (16000,) for i, m in enumerate(src.manifest) if m["keyword"] == "_silence_")
+    with pytest.raises(FileNotFoundError, match="test set"):
+        readers.speech_commands(str(root), test_root=str(tmp_path / "nowhere"))
 
 
 def test_voxceleb1(tmp_path):
@@ -154,3 +200,26 @@ def test_prepare_skips_unreadable_files(tmp_path):
     assert info["skipped"] == 3 and len(ShardSource(shard_dir, "test")) == 1
     with pytest.raises(KeyError, match="readers"):
         readers.prepare("timit", str(root), str(tmp_path / "x"))
+
+
+def test_prepare_refuses_a_folder_prepared_from_other_data(tmp_path):
+    roots = []
+    for name in ("fsc_a", "fsc_b"):
+        root = tmp_path / name
+        (root / "data").mkdir(parents=True)
+        _wav(str(root / "ok.wav"))
+        for split in ("train", "valid", "test"):
+            (root / "data" / f"{split}_data.csv").write_text(
+                ",path,speakerId,transcription,action,object,location\n0,ok.wav,s,t,a,o,l\n")
+        roots.append(str(root))
+    out = str(tmp_path / "shards")
+    assert readers.prepare("fluent_speech_commands", roots[0], out) == out
+    stamp = os.path.getmtime(os.path.join(out, "prepare.json"))
+    # The same reader, root (also spelled relatively) and arguments reuse the folder.
+    rel = os.path.relpath(roots[0])
+    assert readers.prepare("fluent_speech_commands", rel, out) == out
+    assert os.path.getmtime(os.path.join(out, "prepare.json")) == stamp
+    with pytest.raises(ValueError, match="fsc_a"):
+        readers.prepare("fluent_speech_commands", roots[1], out)
+    with pytest.raises(ValueError, match="delete it"):
+        readers.prepare("iemocap", roots[0], out, test_session=2)
