@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
+import difflib
 import os
 import unicodedata
 from dataclasses import dataclass
@@ -24,7 +25,10 @@ import numpy as np
 
 # speak_lib.h constants.
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_PHONEME_EVENTS = 0x0001
+_INITIALIZE_PHONEME_IPA = 0x0002
 _INITIALIZE_DONT_EXIT = 0x8000
+_EVENT_WORD, _EVENT_END, _EVENT_PHONEME = 1, 5, 7
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
 _POS_CHARACTER = 1
@@ -37,12 +41,40 @@ _SEP = "\u2016"  # DOUBLE VERTICAL LINE
 # Stress and syllable marks are prosody, not phones: dropped from phone tokens.
 _DROP = set("ˈˌ.‿")
 
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_ubyte * 8)]
+
+
+class _Event(ctypes.Structure):
+    """speak_lib.h `espeak_EVENT` (40 bytes on x86_64: six 4-byte ints, a pointer, the union)."""
+
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+                ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+                ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", _EventId)]
+
+
 _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
-                             ctypes.c_void_p)
+                             ctypes.POINTER(_Event))
 
 
 class EspeakError(RuntimeError):
     """An espeak call failed (unknown voice, missing data, internal error)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One espeak event: `type` (word 1, end of clause 5, phoneme 7), the 1-based character
+    position and length of its word in the text, its position in the audio in milliseconds
+    and in samples, and for phoneme events the IPA name (with stress marks; empty for a
+    pause)."""
+
+    type: int
+    text_position: int
+    length: int
+    audio_position: int
+    sample: int
+    name: str
 
 
 @dataclass(frozen=True)
@@ -73,7 +105,8 @@ def split_ipa(phonemes: str) -> list[str]:
     Rule: espeak is asked to separate its own phonemes with a separator, so a phone is exactly
     what espeak treats as one phoneme: affricates ("tʃ", "dʒ"), diphthongs ("aɪ"), long vowels
     ("iː"), and any diacritic or modifier letter stay attached to the phone they follow.
-    Stress marks (ˈ ˌ), syllable/linking marks and spaces (word boundaries) are dropped.
+    Stress marks (ˈ ˌ), syllable/linking marks, spaces (word boundaries) and language
+    switches ("(en)" where espeak speaks a foreign word with English rules) are dropped.
     Marks that espeak emits on their own (e.g. a lone length mark) are attached to the
     previous phone.
 
@@ -85,7 +118,7 @@ def split_ipa(phonemes: str) -> list[str]:
     tokens: list[str] = []
     for word in phonemes.split():
         for raw in word.split(_SEP):
-            tok = "".join(c for c in raw if c not in _DROP)
+            tok = _phone_token(raw)
             if not tok:
                 continue
             if tokens and all(_is_modifier(c) for c in tok):
@@ -95,8 +128,208 @@ def split_ipa(phonemes: str) -> list[str]:
     return tokens
 
 
+def _phone_token(raw: str) -> str:
+    """One espeak phoneme name as a phone token: stress and syllable marks dropped; a
+    language switch such as "(en)" (espeak speaking a foreign word) is no phone: ""."""
+    tok = "".join(c for c in raw if c not in _DROP)
+    return "" if tok.startswith("(") and tok.endswith(")") else tok
+
+
 def _is_modifier(c: str) -> bool:
     return unicodedata.category(c) in ("Mn", "Lm", "Sk") and c not in "ʔʕ"
+
+
+def text_words(text: str) -> list[str]:
+    """The words of `text`: whitespace-separated, punctuation stripped from both ends."""
+    words = []
+    for raw in text.split():
+        i, j = 0, len(raw)
+        while i < j and unicodedata.category(raw[i]).startswith("P"):
+            i += 1
+        while j > i and unicodedata.category(raw[j - 1]).startswith("P"):
+            j -= 1
+        if i < j:
+            words.append(raw[i:j])
+    return words
+
+
+# ----------------------------------------------------------------------------- alignment
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Phones and words of one utterance with `[start, end)` sample positions.
+
+    Attributes:
+        phones: `((phone, start, end), ...)` in time order; the phones are the utterance's
+            `split_ipa` tokens (the same list as `Espeak.phonemes` of the text).
+        words: `((word, start, end), ...)`, the words of `text_words(text)`; a word spans its
+            phones.
+    """
+
+    phones: tuple[tuple[str, int, int], ...]
+    words: tuple[tuple[str, int, int], ...]
+
+    def mapped(self, scale: float, offset: int, length: int) -> "Alignment":
+        """Positions `round(p * scale) + offset`, clipped to `[0, length]`: the alignment of
+        the audio after resampling by `scale` and shifting by `offset` samples."""
+        def f(p: int) -> int:
+            return int(min(max(round(p * scale) + offset, 0), length))
+
+        return Alignment(tuple((x, f(s), f(e)) for x, s, e in self.phones),
+                         tuple((x, f(s), f(e)) for x, s, e in self.words))
+
+    def as_dict(self) -> dict[str, list[list]]:
+        """`{"phones": [[phone, start, end], ...], "words": [[word, start, end], ...]}`."""
+        return {"phones": [list(p) for p in self.phones], "words": [list(w) for w in self.words]}
+
+
+def _base(phone: str) -> str:
+    """A phone without length marks and modifiers: what two spellings of one sound share."""
+    return "".join(c for c in phone if not _is_modifier(c)) or phone
+
+
+def _partners(a: list[str], b: list[str]) -> list[list[int]]:
+    """For each token of `a`, the indices of the tokens of `b` it corresponds to.
+
+    Tokens are compared by `_base`; matching runs pair one to one (difflib's longest matching
+    blocks), a replaced stretch pairs its tokens in order (proportionally when the two
+    stretches differ in length), and tokens that only `a` has get no partner.
+    """
+    matcher = difflib.SequenceMatcher(None, [_base(x) for x in a], [_base(x) for x in b],
+                                      autojunk=False)
+    out: list[list[int]] = [[] for _ in a]
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            for k in range(i2 - i1):
+                out[i1 + k] = [j1 + k]
+        elif tag == "replace":
+            n, m = i2 - i1, j2 - j1
+            for k in range(n):
+                lo, hi = (k * m) // n, ((k + 1) * m) // n
+                out[i1 + k] = list(range(j1 + lo, j1 + max(hi, lo + 1)))
+    return out
+
+
+def _event_phones(events: list[Event], num_samples: int) -> list[list]:
+    """Phones timed by espeak's phoneme events: `[[phone, start, end], ...]`.
+
+    A phone lasts from its event to the next event of any kind (phone, pause, word, end of
+    clause). Phoneme events with an empty name (and language switches) are not phones: before
+    a word event, the end of a clause or another such event they are pauses and end the phone
+    before them; between two phones (espeak's brief transitions, e.g. before an Italian "r")
+    their sound continues the phone before them. A name that is only a modifier (a lone
+    length mark, palatalisation) extends the phone before it, as in `split_ipa`.
+    """
+    def named(k: int) -> str:
+        ev = events[k]
+        return _phone_token(ev.name) if ev.type == _EVENT_PHONEME else ""
+
+    segs: list[list] = []
+    open_phone = None
+    for k, ev in enumerate(events):
+        sample = min(max(ev.sample, 0), num_samples)
+        tok = named(k)
+        if (ev.type == _EVENT_PHONEME and not tok and k + 1 < len(events) and named(k + 1)
+                and not all(_is_modifier(c) for c in named(k + 1))):
+            continue
+        if open_phone is not None:
+            open_phone[2] = max(sample, open_phone[1])
+            open_phone = None
+        if not tok:
+            continue
+        if segs and all(_is_modifier(c) for c in tok) and segs[-1][2] == sample:
+            segs[-1][0] += tok
+        else:
+            segs.append([tok, sample, sample])
+        open_phone = segs[-1]
+    if open_phone is not None:
+        open_phone[2] = num_samples
+    return segs
+
+
+def _trim_zeros(audio: np.ndarray, start: int, end: int) -> tuple[int, int]:
+    """`[start, end)` without the exact-zero samples (espeak's silence) at either end; kept
+    as is when the whole segment is silent."""
+    loud = np.flatnonzero(audio[start:end])
+    if loud.size == 0:
+        return start, end
+    return start + int(loud[0]), start + int(loud[-1]) + 1
+
+
+def align(audio: np.ndarray, events: list[Event], phones: list[str],
+          word_phones: list[tuple[str, list[str]]]) -> Alignment:
+    """Times `phones` and words with espeak's events.
+
+    Rule: the labels are `phones` (espeak_TextToPhonemes, `split_ipa` tokens); their times
+    come from the phoneme events (`_event_phones`) paired by `_partners`. The two sequences
+    differ only where synthesis folds a length mark into duration (about 1% of the phones of
+    Finnish, Italian, Dutch, Swedish and Portuguese; none in English): a paired phone takes
+    the span of its event phones. A phone without a partner, or whose event span is empty or
+    silent (espeak reports a sonorant after a vowel, as the "l" of "all", where the vowel's
+    sound that carries both ends), shares the span of the phone before it (after it, for the
+    first phone) equally.
+    Each phone is then trimmed of espeak's exact-zero silence at its ends, so a plosive's
+    closure before its release belongs to no phone. Words: every word of the text, phonemised
+    alone (`word_phones`), is paired with the utterance's phones the same way (espeak joins
+    some words, such as "on the", into one word event, so word events do not always give
+    word boundaries); a word spans from the start of its first phone to the end of its last.
+
+    Args:
+        audio: `[samples]` int16 audio from `Espeak.synth_events`.
+        events: the events of that call.
+        phones: `split_ipa` tokens of the text.
+        word_phones: `(word, its split_ipa tokens)` for each word of the text.
+    Returns:
+        the alignment, positions in samples of `audio`.
+    """
+    n = int(audio.shape[0])
+    timed = _event_phones(events, n)
+    spans: list[list[int] | None] = []
+    for partners in _partners(phones, [t[0] for t in timed]):
+        span = [timed[partners[0]][1], timed[partners[-1]][2]] if partners else None
+        # espeak reports a sonorant after a vowel (the "l" of "all") at the end of the vowel's
+        # sound, which carries both: an empty or silent event span is no timing.
+        if span is not None and not np.any(audio[span[0]:span[1]]):
+            span = None
+        spans.append(span)
+    # Phones that share one event phone, or have none, split the time of their host.
+    groups: list[list[int]] = []
+    for i, span in enumerate(spans):
+        if span is not None and not (groups and spans[groups[-1][0]] == span):
+            groups.append([i])
+        elif groups:
+            groups[-1].append(i)
+        else:  # leading phones without a partner: hosted by the first timed phone
+            groups.append([i])
+    if groups and spans[groups[0][0]] is None:
+        lead = groups.pop(0)
+        if groups:
+            groups[0] = lead + groups[0]
+    out_phones = []
+    for group in groups:
+        host = next((spans[i] for i in group if spans[i] is not None), None)
+        if host is None:  # no event phone at all
+            return Alignment((), ())
+        s, e = host
+        for k, i in enumerate(group):
+            a, b = s + (e - s) * k // len(group), s + (e - s) * (k + 1) // len(group)
+            a, b = _trim_zeros(audio, a, b)
+            out_phones.append((phones[i], a, b))
+
+    flat = [p for _, ps in word_phones for p in ps]
+    owner = [w for w, (_, ps) in enumerate(word_phones) for _ in ps]
+    word_of: list[int | None] = [owner[p[0]] if p else None
+                                 for p in _partners(phones, flat)]
+    for i in range(len(word_of)):  # phones only the utterance has: the word before (or after)
+        if word_of[i] is None:
+            word_of[i] = word_of[i - 1] if i > 0 else next((w for w in word_of if w is not None), 0)
+    words = []
+    for w, (word, _) in enumerate(word_phones):
+        mine = [out_phones[i] for i in range(len(out_phones)) if word_of[i] == w]
+        if mine:
+            words.append((word, mine[0][1], mine[-1][2]))
+    return Alignment(tuple(out_phones), tuple(words))
 
 
 class Espeak:
@@ -139,12 +372,14 @@ class Espeak:
             self._set_seed.argtypes = [ctypes.c_long]
             self._set_seed.restype = None
         # Callback chunks of 200 ms keep Python overhead small.
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 200, data_path.encode(),
-                                     _INITIALIZE_DONT_EXIT)
+        rate = lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 200, data_path.encode(),
+            _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA | _INITIALIZE_DONT_EXIT)
         if rate <= 0:
             raise EspeakError(f"espeak_Initialize failed ({rate}) with data {data_path}")
         self.sample_rate = int(rate)
         self._chunks: list[np.ndarray] = []
+        self._events: list[Event] = []
         self._callback = _CALLBACK(self._on_audio)  # kept alive as long as the engine
         lib.espeak_SetSynthCallback(self._callback)
         self._voice: str | None = None
@@ -166,6 +401,19 @@ class Espeak:
     def _on_audio(self, wav, num_samples, events) -> int:
         if num_samples > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        i = 0
+        while events and events[i].type != 0:  # the list ends with LIST_TERMINATED
+            ev = events[i]
+            i += 1
+            if ev.type == _EVENT_PHONEME:
+                # A name that fills all 8 bytes has no terminating zero.
+                name = bytes(ev.id.string).split(b"\0", 1)[0].decode("utf-8", errors="ignore")
+            elif ev.type in (_EVENT_WORD, _EVENT_END):
+                name = ""
+            else:
+                continue
+            self._events.append(Event(ev.type, ev.text_position, ev.length, ev.audio_position,
+                                      ev.sample, name))
         return 0
 
     def set_voice(self, voice: str) -> None:
@@ -196,21 +444,27 @@ class Espeak:
 
         `seed` seeds espeak's noise generator (otherwise seeded from the clock).
         """
+        return self.synth_events(text, voice, prosody, seed)[0]
+
+    def synth_events(self, text: str, voice: str, prosody: Prosody = Prosody(),
+                     seed: int | None = None) -> tuple[np.ndarray, list[Event]]:
+        """Speaks `text`: int16 samples `[samples]` and espeak's word, end-of-clause and
+        phoneme events in the order espeak reports them (see `align`)."""
         self.set_voice(voice)
         if seed is not None and self._set_seed is not None:
             self._set_seed(int(seed) & 0x7FFFFFFF)
         self.set_prosody(prosody)
         data = text.encode("utf-8") + b"\0"
-        self._chunks = []
+        self._chunks, self._events = [], []
         err = self._lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0,
                                      _CHARS_UTF8 | _ENDPAUSE, None, None)
         if err != 0:
             raise EspeakError(f"espeak_Synth failed ({_ERRORS.get(err, err)}) for {text!r}")
         self._lib.espeak_Synchronize()
-        chunks, self._chunks = self._chunks, []
+        (chunks, self._chunks), (events, self._events) = (self._chunks, []), (self._events, [])
         if not chunks:
-            return np.zeros((0,), np.int16)
-        return np.concatenate(chunks).astype(np.int16, copy=False)
+            return np.zeros((0,), np.int16), events
+        return np.concatenate(chunks).astype(np.int16, copy=False), events
 
     def phonemes_raw(self, text: str, voice: str) -> str:
         """espeak's IPA for `text`, phonemes separated by `_SEP`, words by spaces."""
@@ -243,6 +497,27 @@ def render(text: str, voice: str, prosody: Prosody = Prosody(), seed: int = 0,
         audio = es.synth(text, voice, prosody, seed=seed)
         phones = es.phonemes(text, voice) if phonemes else None
         return audio, es.sample_rate, phones
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """One utterance from `render_aligned`: int16 `audio` `[samples]` at `sample_rate`, its
+    IPA `phones` (`split_ipa` tokens) and their `alignment` in samples of `audio`."""
+
+    audio: np.ndarray
+    sample_rate: int
+    phones: list[str]
+    alignment: Alignment
+
+
+def render_aligned(text: str, voice: str, prosody: Prosody = Prosody(), seed: int = 0
+                   ) -> Rendering:
+    """As `render`, with the phone and word alignment of the audio (see `align`)."""
+    with Espeak() as es:
+        audio, events = es.synth_events(text, voice, prosody, seed=seed)
+        phones = es.phonemes(text, voice)
+        word_phones = [(w, es.phonemes(w, voice)) for w in text_words(text)]
+        return Rendering(audio, es.sample_rate, phones, align(audio, events, phones, word_phones))
 
 
 def check_voice(voice: str) -> None:

@@ -5,7 +5,7 @@ clean lower-case words written in Latin letters. Sentences are word sequences dr
 Zipf-like preference for frequent words (they are not grammatical; they exercise the
 phonology of each language). Keywords follow Speech Commands (Warden, 2018, arXiv:1804.03209)
 and commands follow Fluent Speech Commands (Lugosch et al., 2019, arXiv:1904.03670):
-action / object / location slots.
+action / object / location slots. `ABX_WORDS` are minimal-pair words for ABX discrimination.
 """
 
 from __future__ import annotations
@@ -106,22 +106,83 @@ def keyword(rng: np.random.Generator, labels: Sequence[str] = KEYWORDS + (UNKNOW
             ) -> tuple[str, str]:
     """A (label, spoken word) pair; label `_unknown_` speaks another English word."""
     label = labels[int(rng.integers(len(labels)))]
+    return label, keyword_word(rng, label)
+
+
+def keyword_word(rng: np.random.Generator, label: str) -> str:
+    """The word spoken for keyword `label`: the keyword itself, or for `_unknown_` another
+    English word."""
     if label == UNKNOWN:
         words = unknown_words()
-        return label, words[int(rng.integers(len(words)))]
-    return label, label
+        return words[int(rng.integers(len(words)))]
+    if label not in KEYWORDS:
+        raise ValueError(f"no spoken word for keyword label {label!r}")
+    return label
 
 
 def intent(rng: np.random.Generator) -> tuple[str, dict[str, str]]:
     """A spoken English command and its {"action", "object", "location"} labels."""
     actions = sorted(_ACTIONS)
     action = actions[int(rng.integers(len(actions)))]
-    objects, templates = _ACTIONS[action]
+    objects, _ = _ACTIONS[action]
     obj = objects[int(rng.integers(len(objects)))]
     location = "none"
     if obj in _LOCATED:
         location = LOCATIONS[int(rng.integers(len(LOCATIONS)))]
+    slots = {"action": action, "object": obj, "location": location}
+    return intent_text(rng, slots), slots
+
+
+@functools.lru_cache(maxsize=None)
+def _intents() -> tuple[dict[str, str], ...]:
+    return tuple({"action": a, "object": o, "location": loc}
+                 for a in sorted(_ACTIONS) for o in _ACTIONS[a][0]
+                 for loc in (LOCATIONS if o in _LOCATED else ("none",)))
+
+
+def intents() -> list[dict[str, str]]:
+    """Every intent (action, object, location) the command grammar can express (52)."""
+    return [dict(x) for x in _intents()]
+
+
+def intent_text(rng: np.random.Generator, slots: dict[str, str]) -> str:
+    """A phrasing of the intent `slots` ({"action", "object", "location"})."""
+    if slots not in _intents():
+        raise ValueError(f"the command grammar cannot express the intent {slots}")
+    templates = _ACTIONS[slots["action"]][1]
     template = templates[int(rng.integers(len(templates)))]
-    loc_text = "" if location == "none" else f" in the {location}"
-    text = template.format(obj=obj, loc=loc_text)
-    return text, {"action": action, "object": obj, "location": location}
+    loc_text = "" if slots["location"] == "none" else f" in the {slots['location']}"
+    return template.format(obj=slots["object"], loc=loc_text)
+
+
+# Short common English words, many differing in one phone from another (vowels in b_t, s_t,
+# k_t, p_t; onsets in _an, _in; codas in ba_, di_): the material of the ABX splits of the
+# evaluation corpus (Schatz et al., 2013, "Evaluating speech features with the Minimal-Pair
+# ABX task"). Every word has its own espeak phonemes in General American English.
+ABX_WORDS: tuple[str, ...] = (
+    "bit", "bet", "bat", "but", "bought", "boat", "boot", "beat", "bite", "bout",
+    "pit", "pet", "pat", "pot", "put",
+    "sit", "set", "sat", "seat", "site", "sought",
+    "kit", "cat", "cut", "coat", "kite", "caught",
+    "pan", "ban", "tan", "can", "fan", "van", "man", "ran",
+    "pin", "bin", "tin", "fin", "win", "thin", "sin",
+    "bad", "bag", "back", "bath",
+    "dig", "dug", "dog", "deep",
+    "ship", "sip", "chip", "zip",
+)
+# Joined between ABX words in running speech.
+FUNCTION_WORDS: tuple[str, ...] = ("the", "a", "and", "in", "on", "is", "to", "his")
+
+
+def abx_sentence(rng: np.random.Generator, num_words: int) -> str:
+    """`num_words` words of `ABX_WORDS`, each followed by a function word with probability
+    one half (not counted), capitalised, ending with a full stop."""
+    if num_words < 1:
+        raise ValueError(f"num_words must be >= 1, got {num_words}")
+    words = []
+    for k in range(num_words):
+        words.append(ABX_WORDS[int(rng.integers(len(ABX_WORDS)))])
+        if k < num_words - 1 and rng.random() < 0.5:
+            words.append(FUNCTION_WORDS[int(rng.integers(len(FUNCTION_WORDS)))])
+    text = " ".join(words)
+    return text[0].upper() + text[1:] + "."

@@ -1,12 +1,15 @@
-"""The embedded speech corpus: multi-speaker speech synthesised in-process with eSpeak NG.
+"""The embedded speech corpora: multi-speaker speech synthesised in-process with eSpeak NG.
 
-`python -m ssl_jax.data.synth --out DIR [--hours H] [--seed S]` writes 16 kHz shards
-(`ssl_jax.data.shards`), per-split manifests and `DIR/corpus.json`. It gives the project a
-corpus with labels for every downstream task without any download:
+`python -m ssl_jax.data.synth --out DIR [--hours H] [--seed S]` writes the pretraining
+corpus, `python -m ssl_jax.data.synth --eval --out DIR [--seed S]` the evaluation corpus:
+16 kHz shards (`ssl_jax.data.shards`), per-split manifests and `DIR/corpus.json`. They give
+the project labels for every downstream task without any download:
 
 * speakers: espeak voice (7 English accents, 10 other languages) x voice variant x base
   pitch / rate / pitch range; `test_unseen` holds speakers absent from the other splits;
-* text and IPA phones from espeak itself (`ssl_jax.data.espeak.split_ipa` states the rule);
+* text and IPA phones from espeak itself (`ssl_jax.data.espeak.split_ipa` states the rule),
+  and an `alignment` of every utterance: phones and words with `[start, end)` positions in
+  samples of the stored 16 kHz audio (`ssl_jax.data.espeak.align` states the rule);
 * tasks: `sentence` (random word sequences from wordfreq vocabularies, every language),
   `keyword` (Speech-Commands-like 1 s clips of ten English command words, `_unknown_` other
   words, and `_silence_` clips of low-level noise without speech), `intent`
@@ -15,7 +18,16 @@ corpus with labels for every downstream task without any download:
   by changing espeak's rate, pitch, pitch range and volume; they are not emotions, and a model
   that separates them has learnt tempo, pitch and loudness, nothing about affect.
 
-`_silence_` clips belong to no speaker: their `speaker` is `_none_` and `language` `none`.
+The evaluation corpus (`build_eval_corpus`) is sized for ranking upstream models: its own
+speakers (other voice variants and base prosody than any pretraining speaker, so scores
+measure generalisation to new voices), balanced keyword and intent classes, hundreds of test
+items per task, held-out speakers for verification trials, and two ABX splits of minimal-pair
+English words (`abx_words`, one clip per word and speaker) and running speech made of them
+(`abx_sentences`) for across-speaker ABX discrimination (Schatz et al., 2013; the
+Libri-light / ZeroSpeech ABX protocol, Kahn et al., 2020, arXiv:1912.07875).
+
+`_silence_` clips belong to no speaker: their `speaker` is `_none_` and `language` `none`,
+and their alignment is empty.
 
 Every utterance is planned in the main process from the seed (text, voice, prosody, noise
 seed), rendered by worker processes with a freshly loaded espeak (see `ssl_jax.data.espeak`),
@@ -27,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import fcntl
 import json
 import math
@@ -37,6 +48,7 @@ import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +57,14 @@ import numpy as np
 from ssl_jax.data import sentences
 from ssl_jax.data.shards import SAMPLE_RATE, ShardWriter
 
-FORMAT = "ssl_jax-synth-v1"
+# Bump a version whenever the bytes a plan renders to, or the manifest fields, change: the
+# cache folder names carry it, so an older corpus is never reused silently.
+FORMAT_VERSION = 2  # 2: manifests carry `alignment`
+FORMAT = f"ssl_jax-synth-v{FORMAT_VERSION}"
+EVAL_FORMAT_VERSION = 1
+EVAL_FORMAT = f"ssl_jax-evalcorpus-v{EVAL_FORMAT_VERSION}"
 SPLITS = ("train", "valid", "test", "test_unseen")
+EVAL_SPLITS = SPLITS + ("abx_words", "abx_sentences")
 STYLES = ("neutral", "fast_high", "slow_low", "loud")
 SILENCE_SPEAKER = "_none_"
 MIN_SECONDS, MAX_SECONDS = 1.0, 15.0
@@ -61,6 +79,7 @@ STYLE_NOTE = (
 ENGLISH_VOICES = ("en-us", "en-us-nyc", "en-gb-x-rp", "en-gb-scotland", "en-029",
                   "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 OTHER_VOICES = ("de", "fr", "es", "it", "pt", "nl", "sv", "pl", "cs", "fi")
+ALL_VOICES = ENGLISH_VOICES + OTHER_VOICES
 VOICE_LANG = {**{v: "en" for v in ENGLISH_VOICES}, **{v: v for v in OTHER_VOICES}}
 SPEAKERS_PER_VOICE = {**{v: 6 for v in ENGLISH_VOICES}, **{v: 4 for v in OTHER_VOICES}}
 VARIANTS = ("m1", "f1", "m2", "f2", "m3", "f3", "m4", "f4", "m5", "f5", "m6", "m7")
@@ -78,6 +97,38 @@ MIN_SPEAKERS = 20
 SECONDS_PER_SPEAKER = 11.0  # speaker count grows with the requested hours up to the catalogue
 MIN_SEEN_UTTERANCES = 10  # two train utterances per style, one valid, one test
 MIN_UNSEEN_UTTERANCES = 6  # every style, and several per speaker for verification trials
+
+# ---- the evaluation corpus
+# espeak voice variants (espeak-ng-data/voices/!v) of the evaluation speakers, none of them in
+# `VARIANTS`: speech-like ones only (no whisper, croak, robot, echo or Klatt-synthesis
+# variants), and none that clips at the loud style's volume. Female variants are spread out
+# so that any prefix mixes both.
+EVAL_VARIANTS = ("m8", "Andrea", "Alex", "Annie", "Andy", "anika", "Denis", "belinda", "Diogo",
+                 "linda", "Henrique", "steph", "Hugo", "steph2", "Mario", "shelby", "Michael",
+                 "aunty", "Mike", "grandma", "boris", "Nguyen", "marcelo", "max", "michel",
+                 "miguel", "quincy", "rob", "robert", "travis", "victor", "norbert", "pablo",
+                 "ian", "kaukovalta", "Lee")
+EVAL_SPEAKERS_PER_VOICE = {**{v: 7 for v in ENGLISH_VOICES}, **{v: 2 for v in OTHER_VOICES}}
+# The first speakers of each voice are "seen" (train/valid/test), the others held out.
+EVAL_SEEN_PER_VOICE = {**{v: 5 for v in ENGLISH_VOICES}, **{v: 1 for v in OTHER_VOICES}}
+# Per split: keyword clips per class (12 classes with `_silence_` and `_unknown_`), utterances
+# per intent (52 intents), English sentences, sentences per seen speaker of another language.
+EVAL_SIZES = {
+    "train": (100, 24, 1000, 16),
+    "valid": (25, 6, 150, 4),
+    "test": (50, 12, 300, 8),
+}
+# Per held-out speaker (English ones: half sentences, half intents): 24 speakers x 22 give
+# 24 * C(22, 2) = 5544 same-speaker pairs, enough for 10,000 balanced verification trials.
+EVAL_UNSEEN_UTTERANCES = 22
+EVAL_ABX_SPEAKERS = 24  # seen English speakers, 3-4 per accent
+EVAL_ABX_SENTENCES = 12  # per ABX speaker
+EVAL_SENTENCE_SECONDS = 1.3  # median length of a sentence's speech (4-5 English words)
+EVAL_PURPOSE = (
+    "Evaluation corpus: speakers disjoint from the pretraining corpus (other espeak voice "
+    "variants and base prosody); train/valid/test for probes over seen evaluation speakers, "
+    "test_unseen (held-out speakers) for verification, abx_words and abx_sentences for "
+    "across-speaker ABX discrimination.")
 
 
 @dataclass(frozen=True)
@@ -101,31 +152,48 @@ class Speaker:
                 "range": self.range}
 
 
+def _interleave(per_voice: dict[str, int]) -> list[tuple[str, int]]:
+    """`(voice, rank within the voice)` in rounds over `ALL_VOICES`, so that any prefix spans
+    every voice."""
+    return [(voice, r) for r in range(max(per_voice.values())) for voice in ALL_VOICES
+            if r < per_voice[voice]]
+
+
 def speaker_catalogue(voices: tuple[str, ...] | None = None) -> list[Speaker]:
-    """All speakers, interleaved over voices so that any prefix spans every voice.
+    """All speakers of the pretraining corpus, interleaved over voices so that any prefix
+    spans every voice.
 
     The catalogue is fixed (independent of the seed) so speaker ids are stable.
     """
-    all_voices = ENGLISH_VOICES + OTHER_VOICES
     if voices is None:
-        voices = all_voices
+        voices = ALL_VOICES
     unknown = [v for v in voices if v not in VOICE_LANG]
     if unknown:
-        raise ValueError(f"unknown voice(s) {unknown}; the corpus knows {list(all_voices)}")
+        raise ValueError(f"unknown voice(s) {unknown}; the corpus knows {list(ALL_VOICES)}")
     out = []
-    k = 0
-    for r in range(max(SPEAKERS_PER_VOICE.values())):
-        for vi, voice in enumerate(all_voices):
-            if r >= SPEAKERS_PER_VOICE[voice]:
-                continue
-            k += 1
-            if voice not in voices:
-                continue
+    for k, (voice, r) in enumerate(_interleave(SPEAKERS_PER_VOICE), start=1):
+        if voice in voices:
             out.append(Speaker(
                 id=f"spk{k - 1:03d}", voice=voice,
-                variant=VARIANTS[(r * 7 + vi * 3) % len(VARIANTS)],
+                variant=VARIANTS[(r * 7 + ALL_VOICES.index(voice) * 3) % len(VARIANTS)],
                 pitch=30 + (k * 37) % 41, rate=150 + (k * 23) % 51, range=30 + (k * 53) % 51))
     return out
+
+
+def eval_speaker_catalogue() -> tuple[list[Speaker], list[Speaker]]:
+    """The evaluation corpus's speakers as (seen, held out), each interleaved over voices.
+
+    Ids `ev000`...; variants from `EVAL_VARIANTS` (none used by `speaker_catalogue`) and base
+    pitch 25-75, rate 140-210 words/minute, pitch range 25-85 (the pretraining speakers have
+    30-70, 150-200 and 30-80 with other variants).
+    """
+    seen, unseen = [], []
+    for k, (voice, r) in enumerate(_interleave(EVAL_SPEAKERS_PER_VOICE)):
+        spk = Speaker(id=f"ev{k:03d}", voice=voice, variant=EVAL_VARIANTS[k % len(EVAL_VARIANTS)],
+                      pitch=25 + (k * 29 + 11) % 51, rate=140 + (k * 31 + 5) % 71,
+                      range=25 + (k * 43 + 7) % 61)
+        (seen if r < EVAL_SEEN_PER_VOICE[voice] else unseen).append(spk)
+    return seen, unseen
 
 
 def style_prosody(spk: Speaker, style: str):
@@ -140,8 +208,71 @@ def style_prosody(spk: Speaker, style: str):
 # ----------------------------------------------------------------------------- planning
 
 
+def _spec(rng: np.random.Generator, spk: Speaker, task: str, style: str, text: str,
+          keyword: str | None = None, intent: dict[str, str] | None = None) -> dict[str, Any]:
+    """One planned utterance of `spk` (its noise seed drawn last)."""
+    return {"task": task, "style": style, "speaker": spk.id, "language": spk.language,
+            "voice": f"{spk.voice}+{spk.variant}", "text": text, "keyword": keyword,
+            "intent": intent, "prosody": style_prosody(spk, style),
+            "seed": int(rng.integers(2**31))}
+
+
+def _silence_spec(rng: np.random.Generator, split: str, k: int) -> dict[str, Any]:
+    """A `_silence_` keyword clip: noise only, no speaker."""
+    return {"id": f"silence-{k:04d}", "split": split, "task": "keyword", "style": "neutral",
+            "speaker": SILENCE_SPEAKER, "language": "none", "voice": None, "text": "",
+            "keyword": sentences.SILENCE, "intent": None, "prosody": None,
+            "seed": int(rng.integers(2**31))}
+
+
+def _sentence_text(rng: np.random.Generator, spk: Speaker, style: str, median: float,
+                   spread: float = 0.45, longest: float = 12.0) -> str:
+    """A sentence of `spk`'s language lasting about `median` seconds (log-normal spread)."""
+    seconds = float(np.clip(median * math.exp(rng.normal(0.0, spread)), 1.2, longest))
+    # espeak's rate is in words per minute; words of other languages are longer.
+    wps = style_prosody(spk, style).rate / 60.0 * (1.0 if VOICE_LANG[spk.voice] == "en" else 0.75)
+    return sentences.sentence(rng, VOICE_LANG[spk.voice], max(1, int(round(seconds * wps))))
+
+
+def _utterance(rng: np.random.Generator, spk: Speaker, task: str, style: str,
+               sent_median: float) -> dict[str, Any]:
+    """A pretraining-corpus utterance with freely drawn content."""
+    keyword = intent = None
+    if task == "sentence":
+        text = _sentence_text(rng, spk, style, sent_median)
+    elif task == "keyword":
+        keyword, text = sentences.keyword(rng)
+    else:
+        text, intent = sentences.intent(rng)
+    return _spec(rng, spk, task, style, text, keyword, intent)
+
+
+def _style_cycle(rng: np.random.Generator):
+    """Styles for one speaker: they cycle within each split (from a random start), so every
+    split sees every style of a speaker that has four utterances there."""
+    offset = int(rng.integers(len(STYLES)))
+    counters: collections.Counter = collections.Counter()
+
+    def next_style(split: str) -> str:
+        counters[split] += 1
+        return STYLES[(counters[split] - 1 + offset) % len(STYLES)]
+
+    return next_style
+
+
+def _in_write_order(rng: np.random.Generator, by_split: dict[str, list[dict]],
+                    splits: tuple[str, ...]) -> list[dict]:
+    """All specs, split after split, each split in a random order."""
+    specs = []
+    for split in splits:
+        items = by_split[split]
+        specs.extend(items[i] for i in rng.permutation(len(items)))
+    return specs
+
+
 def _plan(hours: float, seed: int, voices: tuple[str, ...] | None) -> tuple[list[dict], list[Speaker], list[Speaker]]:
-    """Every utterance of the corpus as a spec dict, in write order; (specs, seen, unseen)."""
+    """Every utterance of the pretraining corpus as a spec dict, in write order; (specs, seen,
+    unseen)."""
     catalogue = speaker_catalogue(voices)
     target = hours * 3600.0
     num = int(np.clip(round(target / SECONDS_PER_SPEAKER), min(MIN_SPEAKERS, len(catalogue)),
@@ -172,13 +303,9 @@ def _plan(hours: float, seed: int, voices: tuple[str, ...] | None) -> tuple[list
         else:
             n_valid = n_test = max(1, int(round(0.1 * n)))
             splits = ["train"] * (n - n_valid - n_test) + ["valid"] * n_valid + ["test"] * n_test
-        style_offset = int(rng.integers(len(STYLES)))
-        counters = collections.Counter()
+        next_style = _style_cycle(rng)
         for j, (task, split) in enumerate(zip(tasks, splits)):
-            # Styles cycle within each split, so every split sees every style of a speaker.
-            style = STYLES[(counters[split] + style_offset) % len(STYLES)]
-            counters[split] += 1
-            spec = _utterance(rng, spk, task, style, sent_median)
+            spec = _utterance(rng, spk, task, next_style(split), sent_median)
             spec.update(id=f"{spk.id}-{j:04d}", split=split)
             by_split[split].append(spec)
             keyword_clips[split] += task == "keyword"
@@ -187,37 +314,111 @@ def _plan(hours: float, seed: int, voices: tuple[str, ...] | None) -> tuple[list
     k = 0
     for split in SPLITS[:3]:
         for _ in range(int(round(keyword_clips[split] / 11))):
-            by_split[split].append({
-                "id": f"silence-{k:04d}", "split": split, "task": "keyword", "style": "neutral",
-                "speaker": SILENCE_SPEAKER, "language": "none", "voice": None, "text": "",
-                "keyword": sentences.SILENCE, "intent": None, "prosody": None,
-                "seed": int(rng.integers(2**31))})
+            by_split[split].append(_silence_spec(rng, split, k))
             k += 1
+    return _in_write_order(rng, by_split, SPLITS), seen, unseen
 
-    specs = []
-    for split in SPLITS:
-        items = by_split[split]
+
+def _check_scale(scale: float) -> float:
+    if not isinstance(scale, (int, float)) or not math.isfinite(scale) or not 0 < scale <= 4:
+        raise ValueError(f"scale must be a number in (0, 4], got {scale!r}")
+    return float(scale)
+
+
+def _eval_plan(seed: int, scale: float = 1.0) -> tuple[list[dict], list[Speaker], list[Speaker], list[Speaker]]:
+    """Every utterance of the evaluation corpus as a spec dict, in write order.
+
+    Args:
+        seed: the plan's seed.
+        scale: multiplies every count (items per split and task, held-out speakers and their
+            utterances, ABX speakers, words and sentences); 1 is the evaluation corpus, small
+            values give tiny corpora for tests (at least one item of each kind).
+    Returns:
+        (specs, seen speakers, held-out speakers, ABX speakers).
+    """
+    scale = _check_scale(scale)
+
+    def count(n: float, least: int = 1) -> int:
+        return max(least, int(round(n * scale)))
+
+    seen, unseen_all = eval_speaker_catalogue()
+    seen_en = [s for s in seen if VOICE_LANG[s.voice] == "en"]
+    seen_other = [s for s in seen if VOICE_LANG[s.voice] != "en"]
+    # Held-out speakers alternate English and other languages, so any prefix mixes them.
+    held_en = [s for s in unseen_all if VOICE_LANG[s.voice] == "en"]
+    held_other = [s for s in unseen_all if VOICE_LANG[s.voice] != "en"]
+    mixed = [s for pair in zip(held_en, held_other) for s in pair]
+    mixed += held_en[len(held_other):] + held_other[len(held_en):]
+    unseen = mixed[:min(len(mixed), count(len(mixed), 2))]
+    abx_speakers = seen_en[:min(len(seen_en), count(EVAL_ABX_SPEAKERS, 2))]
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7A1]))
+    by_split: dict[str, list[dict]] = {s: [] for s in EVAL_SPLITS}
+    styles = {s.id: _style_cycle(rng) for s in seen + unseen}
+    numbering: collections.Counter = collections.Counter()
+
+    def add(spk: Speaker, split: str, task: str, text: str, keyword: str | None = None,
+            intent: dict[str, str] | None = None, style: str | None = None) -> None:
+        spec = _spec(rng, spk, task, style or styles[spk.id](split), text, keyword, intent)
+        spec.update(id=f"{spk.id}-{numbering[spk.id]:04d}", split=split)
+        numbering[spk.id] += 1
+        by_split[split].append(spec)
+
+    keyword_labels = sentences.KEYWORDS + (sentences.UNKNOWN,)
+    all_intents = sentences.intents()
+    silence = 0
+    for split, (per_class, per_intent, n_english, per_other) in EVAL_SIZES.items():
+        # Balanced classes: every keyword label and every intent equally often.
+        n_kw = count(per_class * len(keyword_labels))
+        n_int = count(per_intent * len(all_intents))
+        items = ([("keyword", keyword_labels[i % len(keyword_labels)]) for i in range(n_kw)]
+                 + [("intent", i % len(all_intents)) for i in range(n_int)]
+                 + [("sentence", None)] * count(n_english))
         order = rng.permutation(len(items))
-        specs.extend(items[i] for i in order)
-    return specs, seen, unseen
+        for j, i in enumerate(order):
+            task, label = items[i]
+            spk = seen_en[j % len(seen_en)]
+            style = styles[spk.id](split)
+            if task == "keyword":
+                add(spk, split, task, sentences.keyword_word(rng, label), keyword=label, style=style)
+            elif task == "intent":
+                slots = all_intents[label]
+                add(spk, split, task, sentences.intent_text(rng, slots), intent=slots, style=style)
+            else:
+                add(spk, split, task, _sentence_text(rng, spk, style, EVAL_SENTENCE_SECONDS, 0.35),
+                    style=style)
+        for j in range(count(per_other * len(seen_other))):
+            spk = seen_other[j % len(seen_other)]
+            style = styles[spk.id](split)
+            add(spk, split, "sentence", _sentence_text(rng, spk, style, EVAL_SENTENCE_SECONDS, 0.35),
+                style=style)
+        for _ in range(count(per_class)):
+            by_split[split].append(_silence_spec(rng, split, silence))
+            silence += 1
 
+    per_speaker = count(EVAL_UNSEEN_UTTERANCES, 2)
+    for spk in unseen:
+        english = VOICE_LANG[spk.voice] == "en"
+        tasks = ["sentence", "intent"] * (per_speaker // 2) + ["sentence"] * (per_speaker % 2)
+        for task in (tasks if english else ["sentence"] * per_speaker):
+            style = styles[spk.id]("test_unseen")
+            if task == "intent":
+                text, slots = sentences.intent(rng)
+                add(spk, "test_unseen", task, text, intent=slots, style=style)
+            else:
+                add(spk, "test_unseen", task,
+                    _sentence_text(rng, spk, style, EVAL_SENTENCE_SECONDS, 0.35), style=style)
 
-def _utterance(rng: np.random.Generator, spk: Speaker, task: str, style: str,
-               sent_median: float) -> dict[str, Any]:
-    prosody = style_prosody(spk, style)
-    keyword = intent = None
-    if task == "sentence":
-        seconds = float(np.clip(sent_median * math.exp(rng.normal(0.0, 0.45)), 1.2, 12.0))
-        # espeak's rate is in words per minute; words of other languages are longer.
-        wps = prosody.rate / 60.0 * (1.0 if VOICE_LANG[spk.voice] == "en" else 0.75)
-        text = sentences.sentence(rng, VOICE_LANG[spk.voice], max(1, int(round(seconds * wps))))
-    elif task == "keyword":
-        keyword, text = sentences.keyword(rng)
-    else:
-        text, intent = sentences.intent(rng)
-    return {"task": task, "style": style, "speaker": spk.id, "language": spk.language,
-            "voice": f"{spk.voice}+{spk.variant}", "text": text, "keyword": keyword,
-            "intent": intent, "prosody": prosody, "seed": int(rng.integers(2**31))}
+    # ABX: every word once per speaker; running speech of the same words. The speakers'
+    # base prosody (neutral style) leaves the speaker as the only nuisance.
+    words = sentences.ABX_WORDS[:min(len(sentences.ABX_WORDS), count(len(sentences.ABX_WORDS), 4))]
+    for spk in abx_speakers:
+        for word in words:
+            add(spk, "abx_words", "word", word, style="neutral")
+        for _ in range(count(EVAL_ABX_SENTENCES)):
+            text = sentences.abx_sentence(rng, int(rng.integers(4, 7)))
+            add(spk, "abx_sentences", "abx_sentence", text, style="neutral")
+    return _in_write_order(rng, by_split, EVAL_SPLITS), seen, unseen, abx_speakers
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -234,59 +435,78 @@ def _noise(rng: np.random.Generator, n: int, dbfs: float) -> np.ndarray:
     return (x / (np.sqrt(np.mean(x**2)) + 1e-12) * 10 ** (dbfs / 20)).astype(np.float32)
 
 
-def _trim(x: np.ndarray, level: float = 1e-3) -> np.ndarray:
-    """Cuts the silence (espeak writes exact zeros) around a spoken word, `[samples]`."""
+def _speech_bounds(x: np.ndarray, level: float = 1e-3) -> tuple[int, int]:
+    """`[start, end)` of a spoken word without the silence (espeak writes exact zeros) around
+    it, `x`: `[samples]`; `(0, 0)` when nothing is louder than `level`."""
     loud = np.nonzero(np.abs(x) > level)[0]
-    return x[loud[0]:loud[-1] + 1] if loud.size else x[:0]
+    return (int(loud[0]), int(loud[-1]) + 1) if loud.size else (0, 0)
 
 
-def _speak(text: str, voice: str, prosody, seed: int) -> tuple[np.ndarray, list[str]]:
+def _speak(text: str, voice: str, prosody, seed: int):
+    """16 kHz float32 audio `[samples]`, phones and their alignment in samples of the audio."""
     import soxr
 
     from ssl_jax.data import espeak
 
-    pcm, rate, phones = espeak.render(text, voice, prosody, seed=seed)
-    audio = soxr.resample(pcm.astype(np.float32) / 32768.0, rate, SAMPLE_RATE, quality="HQ")
-    return np.asarray(audio, np.float32), phones
+    r = espeak.render_aligned(text, voice, prosody, seed=seed)
+    audio = np.asarray(soxr.resample(r.audio.astype(np.float32) / 32768.0, r.sample_rate,
+                                     SAMPLE_RATE, quality="HQ"), np.float32)
+    return audio, r.phones, r.alignment.mapped(SAMPLE_RATE / r.sample_rate, 0, audio.shape[0])
 
 
 def render_utterance(spec: dict[str, Any]) -> dict[str, Any]:
     """Synthesises one planned utterance.
 
+    Layouts by task: `keyword` clips last at least 1 s, the word trimmed of silence and placed
+    at a random offset; `word` (ABX) clips are the trimmed word with 50-150 ms of silence on
+    each side; other speech gets 50-250 ms of silence on each side and at least
+    `MIN_SECONDS`. Low-level noise is added to every clip.
+
     Returns:
-        {"audio": float32 [samples] at 16 kHz, "text", "phonemes", "seconds"}, where
-        "seconds" is the CPU time spent (so the real-time factor per core does not depend on
-        how busy the machine is).
+        {"audio": float32 [samples] at 16 kHz, "text", "phonemes", "alignment" (phones and
+        words with `[start, end)` sample positions in "audio"), "seconds"}, where "seconds"
+        is the CPU time spent (so the real-time factor per core does not depend on how busy
+        the machine is).
     """
     start = time.process_time()
     rng = np.random.default_rng(spec["seed"])
     text, phones = spec["text"], []
+    alignment = {"phones": [], "words": []}
     floor_db = float(rng.uniform(-72.0, -58.0))
     if spec["voice"] is None:  # `_silence_`: noise only
         audio = _noise(rng, SAMPLE_RATE, float(rng.uniform(-60.0, -38.0)))
     else:
         words = text.split()
         while True:
-            audio, phones = _speak(text, spec["voice"], spec["prosody"], spec["seed"])
+            audio, phones, aligned = _speak(text, spec["voice"], spec["prosody"], spec["seed"])
             if audio.shape[0] <= (MAX_SECONDS - 0.6) * SAMPLE_RATE or len(words) < 2:
                 break
             words = words[:max(1, (2 * len(words)) // 3)]  # too long: drop the last third
             text = " ".join(words).rstrip(".") + "."
-        if spec["task"] == "keyword":
-            word = _trim(audio)
-            length = max(SAMPLE_RATE, word.shape[0] + SAMPLE_RATE // 10)
-            offset = int(rng.integers(0, length - word.shape[0] + 1))
-            audio = np.zeros(length, np.float32)
-            audio[offset:offset + word.shape[0]] = word
+        if spec["task"] in ("keyword", "word"):
+            lo, hi = _speech_bounds(audio)
+            if aligned.phones:  # keep every phone whole, however quiet
+                lo, hi = min(lo, aligned.phones[0][1]), max(hi, aligned.phones[-1][2])
+            if spec["task"] == "keyword":
+                length = max(SAMPLE_RATE, hi - lo + SAMPLE_RATE // 10)
+                offset = int(rng.integers(0, length - (hi - lo) + 1))
+            else:
+                margins = rng.integers(SAMPLE_RATE // 20, 3 * SAMPLE_RATE // 20, size=2)
+                length, offset = hi - lo + int(margins.sum()), int(margins[0])
+            clip = np.zeros(length, np.float32)
+            clip[offset:offset + hi - lo] = audio[lo:hi]
+            audio, shift = clip, offset - lo
         else:
             pad = rng.integers(SAMPLE_RATE // 20, SAMPLE_RATE // 4, size=2)
             audio = np.concatenate([np.zeros(pad[0], np.float32), audio, np.zeros(pad[1], np.float32)])
             if audio.shape[0] < MIN_SECONDS * SAMPLE_RATE:
                 extra = int(MIN_SECONDS * SAMPLE_RATE) - audio.shape[0]
                 audio = np.concatenate([audio, np.zeros(extra, np.float32)])
+            shift = int(pad[0])
+        alignment = aligned.mapped(1.0, shift, audio.shape[0]).as_dict()
         audio = audio + _noise(rng, audio.shape[0], floor_db)
     audio = np.clip(audio, -1.0, 1.0).astype(np.float32)
-    return {"audio": audio, "text": text, "phonemes": phones,
+    return {"audio": audio, "text": text, "phonemes": phones, "alignment": alignment,
             "seconds": time.process_time() - start}
 
 
@@ -298,26 +518,83 @@ def _config(hours: float, seed: int, voices: tuple[str, ...] | None) -> dict[str
             "voices_requested": list(voices) if voices else None}
 
 
+def _eval_config(seed: int, scale: float) -> dict[str, Any]:
+    return {"format": EVAL_FORMAT, "corpus": "evaluation", "seed": seed, "scale": scale}
+
+
+def _check_seed(seed: int) -> int:
+    if not isinstance(seed, (int, float, np.integer)) or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
 def _check_args(hours: float, seed: int) -> tuple[float, int]:
     if not isinstance(hours, (int, float)) or not math.isfinite(hours) or hours <= 0:
         raise ValueError(f"hours must be a positive number, got {hours!r}")
     if hours > 1000:
         raise ValueError(f"hours={hours} is too large for the embedded corpus (max 1000)")
-    if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return float(hours), int(seed)
+    return float(hours), _check_seed(seed)
 
 
-def _same_corpus(path: str, config: dict[str, Any]) -> bool:
-    with open(path) as f:
-        existing = json.load(f)
-    return all(existing.get(k) == v for k, v in config.items())
+def _existing(out_dir: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The corpus already in `out_dir` if it was built from `config`; None if `out_dir` is
+    free. Raises ValueError when it holds something else."""
+    corpus_json = os.path.join(out_dir, "corpus.json")
+    if os.path.exists(corpus_json):
+        with open(corpus_json) as f:
+            existing = json.load(f)
+        if all(existing.get(k) == v for k, v in config.items()):
+            return existing
+        theirs = {k: existing.get(k) for k in config}
+        raise ValueError(f"{out_dir} already holds a different corpus ({theirs}); asked for "
+                         f"{config}: choose another folder or delete it")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir} exists and is not a folder")
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise ValueError(f"{out_dir} is not empty and holds no corpus.json; refusing to write into it")
+    return None
+
+
+def _build(out_dir: str, config: dict[str, Any], specs: list[dict], splits: tuple[str, ...],
+           summarise: Callable[[list[dict], dict[str, Any]], dict[str, Any]],
+           num_workers: int | None, progress: bool) -> dict[str, Any]:
+    """Renders `specs` into `out_dir` (in a temporary sibling folder, then renamed) and writes
+    `corpus.json`: `config`, then what `summarise(specs, render summary)` returns."""
+    from ssl_jax.data import espeak
+
+    for voice in sorted({s["voice"] for s in specs if s["voice"]}):
+        espeak.check_voice(voice)  # a clear error before any work starts
+    workers = max(1, int(num_workers or os.cpu_count() or 1))
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        summary = _render_all(tmp, specs, splits, workers, progress)
+        corpus = {**config, **summarise(specs, summary)}
+        corpus["build"] = _build_figures(summary, workers)
+        with open(os.path.join(tmp, "corpus.json"), "w") as f:
+            json.dump(corpus, f, indent=1, ensure_ascii=False)
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)  # empty (checked by `_existing`)
+        try:
+            os.rename(tmp, out_dir)
+        except OSError:
+            # Another process finished the same folder first.
+            done = _existing(out_dir, config)
+            if done is not None:
+                return done
+            raise
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    return corpus
 
 
 def build_corpus(out_dir: str, hours: float = 1.0, seed: int = 0, *,
                  num_workers: int | None = None, voices: tuple[str, ...] | list[str] | None = None,
                  progress: bool = False) -> dict[str, Any]:
-    """Builds the corpus into `out_dir` (built in a temporary sibling folder, then renamed).
+    """Builds the pretraining corpus into `out_dir` (built in a temporary sibling folder, then
+    renamed).
 
     Args:
         out_dir: destination; must not exist, be empty, or already hold this same corpus
@@ -338,55 +615,107 @@ def build_corpus(out_dir: str, hours: float = 1.0, seed: int = 0, *,
     voices = tuple(voices) if voices else None
     config = _config(hours, seed, voices)
     out_dir = os.path.abspath(out_dir)
-    corpus_json = os.path.join(out_dir, "corpus.json")
-    if os.path.exists(corpus_json):
-        if _same_corpus(corpus_json, config):
-            with open(corpus_json) as f:
-                return json.load(f)
-        with open(corpus_json) as f:
-            old = json.load(f)
-        raise ValueError(
-            f"{out_dir} already holds a different corpus (hours={old.get('hours_requested')}, "
-            f"seed={old.get('seed')}, voices={old.get('voices_requested')}); asked for "
-            f"hours={hours}, seed={seed}, voices={voices}: choose another folder or delete it")
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise ValueError(f"{out_dir} is not empty and holds no corpus.json; refusing to write into it")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"{out_dir} exists and is not a folder")
-
-    from ssl_jax.data import espeak
-
+    done = _existing(out_dir, config)
+    if done is not None:
+        return done
     specs, seen, unseen = _plan(hours, seed, voices)
-    for voice in sorted({s["voice"] for s in specs if s["voice"]}):
-        espeak.check_voice(voice)  # a clear error before any work starts
-    workers = max(1, int(num_workers or os.cpu_count() or 1))
 
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        summary = _render_all(tmp, specs, workers, progress)
-        corpus = _summarise(config, specs, summary, seen, unseen, workers)
-        with open(os.path.join(tmp, "corpus.json"), "w") as f:
-            json.dump(corpus, f, indent=1, ensure_ascii=False)
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)  # empty (checked above)
-        try:
-            os.rename(tmp, out_dir)
-        except OSError:
-            # Another process finished the same folder first.
-            if os.path.exists(corpus_json) and _same_corpus(corpus_json, config):
-                with open(corpus_json) as f:
-                    return json.load(f)
-            raise
-    finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-    return corpus
+    def summarise(specs: list[dict], summary: dict[str, Any]) -> dict[str, Any]:
+        speakers = [dict(s.as_dict(), split="seen") for s in seen] + \
+                   [dict(s.as_dict(), split="unseen") for s in unseen]
+        return {"corpus": "pretraining", **_summarise(specs, summary, SPLITS, speakers)}
+
+    return _build(out_dir, config, specs, SPLITS, summarise, num_workers, progress)
 
 
-def _render_all(tmp: str, specs: list[dict], workers: int, progress: bool) -> dict[str, Any]:
-    writers = {s: ShardWriter(tmp, s) for s in SPLITS}
+def build_eval_corpus(out_dir: str, seed: int = 0, *, scale: float = 1.0,
+                      num_workers: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Builds the evaluation corpus into `out_dir` (see the module docstring and `_eval_plan`).
+
+    Splits: `train`, `valid`, `test` (seen evaluation speakers: balanced keyword classes and
+    intents, English sentences, sentences of other languages, `_silence_` clips),
+    `test_unseen` (held-out speakers, for verification), `abx_words` (task `word`) and
+    `abx_sentences` (task `abx_sentence`).
+
+    Args:
+        out_dir: destination; must not exist, be empty, or already hold this same corpus.
+        seed: the plan's seed; the same seed gives byte-identical shards and manifests.
+        scale: multiplies every count; 1 is the evaluation corpus (about 3.3 hours), tests
+            use tiny values such as 0.02.
+        num_workers: processes rendering audio (default `os.cpu_count()`); the output does not
+            depend on it.
+        progress: print progress to stderr.
+    Returns:
+        the contents written to `out_dir/corpus.json`.
+    """
+    seed, scale = _check_seed(seed), _check_scale(scale)
+    config = _eval_config(seed, scale)
+    out_dir = os.path.abspath(out_dir)
+    done = _existing(out_dir, config)
+    if done is not None:
+        return done
+    specs, seen, unseen, abx = _eval_plan(seed, scale)
+    abx_ids = {s.id for s in abx}
+    spoken = {s["text"] for s in specs if s["split"] == "abx_words"}
+
+    def summarise(specs: list[dict], summary: dict[str, Any]) -> dict[str, Any]:
+        speakers = [dict(s.as_dict(), split="seen", abx=s.id in abx_ids) for s in seen] + \
+                   [dict(s.as_dict(), split="unseen", abx=False) for s in unseen]
+        return {
+            "purpose": EVAL_PURPOSE,
+            **_summarise(specs, summary, EVAL_SPLITS, speakers),
+            "abx_words": [w for w in sentences.ABX_WORDS if w in spoken],
+            "abx_function_words": list(sentences.FUNCTION_WORDS),
+            "abx_triphones": triphone_triplets(
+                [s for s in specs if s["split"] == "abx_sentences"]),
+        }
+
+    return _build(out_dir, config, specs, EVAL_SPLITS, summarise, num_workers, progress)
+
+
+def triphone_triplets(entries: list[dict[str, Any]], min_phone_samples: int = 160
+                      ) -> dict[str, int]:
+    """Across-speaker triphone ABX material in `entries` (items with `speaker` and
+    `alignment`).
+
+    A triplet takes A and B from one speaker with the same context (previous and next phone)
+    and different centre phones, and X from another speaker with A's triphone (Libri-light's
+    across-speaker ABX). Centre phones shorter than `min_phone_samples` (10 ms) are left out,
+    as `ssl_jax.downstream.abx.triphone_items` leaves them out.
+
+    Returns:
+        {"triphones": distinct (previous, centre, next) phones, "contexts": contexts with
+        at least two centres in one speaker, "categories": distinct (context, centre A,
+        centre B, speaker of A and B, speaker of X), "triplets": token triplets over all
+        categories}.
+    """
+    # context -> speaker -> centre -> occurrences
+    table: dict = collections.defaultdict(lambda: collections.defaultdict(collections.Counter))
+    for e in entries:
+        ph = e["alignment"]["phones"]
+        for (prev, _, _), (centre, start, end), (nxt, _, _) in zip(ph, ph[1:], ph[2:]):
+            if end - start >= min_phone_samples:
+                table[(prev, nxt)][e["speaker"]][centre] += 1
+    contexts = categories = triplets = 0
+    for by_speaker in table.values():
+        contexts += any(len(c) >= 2 for c in by_speaker.values())
+        for s, centres in by_speaker.items():
+            for a, na in centres.items():
+                for b, nb in centres.items():
+                    if a == b:
+                        continue
+                    for x, other in by_speaker.items():
+                        if x != s and a in other:
+                            categories += 1
+                            triplets += na * nb * other[a]
+    triphones = len({(ctx, c) for ctx, by in table.items() for cs in by.values() for c in cs})
+    return {"triphones": triphones, "contexts": contexts, "categories": categories,
+            "triplets": triplets}
+
+
+def _render_all(tmp: str, specs: list[dict], splits: tuple[str, ...], workers: int,
+                progress: bool) -> dict[str, Any]:
+    writers = {s: ShardWriter(tmp, s) for s in splits}
     busy = 0.0
     samples = 0
     phone_set: set[str] = set()
@@ -408,9 +737,11 @@ def _render_all(tmp: str, specs: list[dict], workers: int, progress: bool) -> di
             writers[spec["split"]].add(res["audio"], {
                 "id": spec["id"], "speaker": spec["speaker"], "language": spec["language"],
                 "text": res["text"], "phonemes": res["phonemes"], "task": spec["task"],
-                "style": spec["style"], "keyword": spec["keyword"], "intent": spec["intent"]})
+                "style": spec["style"], "keyword": spec["keyword"], "intent": spec["intent"],
+                "alignment": res["alignment"]})
             spec["num_samples"] = int(res["audio"].shape[0])
-            if progress and (i + 1) % 200 == 0:
+            spec["alignment"] = res["alignment"]
+            if progress and (i + 1) % 500 == 0:
                 print(f"  {i + 1}/{len(specs)} utterances", file=sys.stderr, flush=True)
     finally:
         if pool is not None:
@@ -424,13 +755,19 @@ def _render_all(tmp: str, specs: list[dict], workers: int, progress: bool) -> di
             "phonemes": sorted(phone_set)}
 
 
-def _summarise(config: dict, specs: list[dict], summary: dict, seen: list[Speaker],
-               unseen: list[Speaker], workers: int) -> dict[str, Any]:
-    splits = {}
+def _intent_key(intent: dict[str, str]) -> str:
+    return f"{intent['action']}/{intent['object']}/{intent['location']}"
+
+
+def _summarise(specs: list[dict], summary: dict, splits: tuple[str, ...],
+               speakers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and hours per split, speakers and labels: the part of `corpus.json` that is a
+    pure function of the plan and the rendered audio."""
+    info = {}
     counts = {}
-    for split in SPLITS:
+    for split in splits:
         items = [s for s in specs if s["split"] == split]
-        splits[split] = {
+        info[split] = {
             "utterances": len(items),
             "hours": sum(s["num_samples"] for s in items) / SAMPLE_RATE / 3600.0,
             "speakers": len({s["speaker"] for s in items if s["speaker"] != SILENCE_SPEAKER}),
@@ -439,24 +776,23 @@ def _summarise(config: dict, specs: list[dict], summary: dict, seen: list[Speake
             key: dict(sorted(collections.Counter(
                 s[key] for s in items if s[key] is not None).items()))
             for key in ("task", "language", "style", "keyword")}
+        counts[split]["intent"] = dict(sorted(collections.Counter(
+            _intent_key(s["intent"]) for s in items if s["intent"] is not None).items()))
         counts[split]["hours_by_task"] = {
             t: sum(s["num_samples"] for s in items if s["task"] == t) / SAMPLE_RATE / 3600.0
-            for t in ("sentence", "keyword", "intent")}
-    speakers = [dict(s.as_dict(), split="seen") for s in seen] + \
-               [dict(s.as_dict(), split="unseen") for s in unseen]
-    languages = sorted({s.language for s in seen + unseen})
+            for t in sorted({s["task"] for s in items})}
+    languages = sorted({s["language"] for s in speakers})
     total_samples = sum(s["num_samples"] for s in specs)
     return {
-        **config,
         "sample_rate": SAMPLE_RATE,
         "hours": total_samples / SAMPLE_RATE / 3600.0,
         "num_utterances": len(specs),
         "num_speakers": len(speakers),
-        "num_languages": len({VOICE_LANG[s.voice] for s in seen + unseen}),
-        "splits": splits,
+        "num_languages": len({VOICE_LANG[s["voice"]] for s in speakers}),
+        "splits": info,
         "counts": counts,
         "languages": languages,
-        "voices": sorted({f"{s.voice}+{s.variant}" for s in seen + unseen}),
+        "voices": sorted({f"{s['voice']}+{s['variant']}" for s in speakers}),
         "speakers": speakers,
         "silence_speaker": SILENCE_SPEAKER,
         "keywords": list(sentences.KEYWORD_LABELS),
@@ -467,16 +803,25 @@ def _summarise(config: dict, specs: list[dict], summary: dict, seen: list[Speake
         "phoneme_inventory": summary["phonemes"],
         "phoneme_rule": ("one token per espeak phoneme (IPA, from espeak_TextToPhonemes with a "
                          "phoneme separator): affricates, diphthongs, long vowels and "
-                         "diacritics stay in one token; stress marks and word boundaries are "
-                         "dropped"),
-        # Timings differ between runs; everything above is a pure function of the config.
-        "build": {
-            "workers": workers,
-            "wall_seconds": summary["wall_seconds"],
-            "synthesis_cpu_seconds": summary["busy_seconds"],
-            "real_time_factor_per_core": summary["audio_seconds"] / max(summary["busy_seconds"], 1e-9),
-            "real_time_factor_wall": summary["audio_seconds"] / max(summary["wall_seconds"], 1e-9),
-        },
+                         "diacritics stay in one token; stress marks, word boundaries and "
+                         "language switches are dropped"),
+        "alignment_rule": ("`alignment` = {phones: [[phone, start, end], ...], words: [[word, "
+                           "start, end], ...]}, [start, end) in samples of the stored 16 kHz "
+                           "audio; the phones are exactly `phonemes`, timed by espeak's "
+                           "phoneme events; silence (pauses, plosive closures) belongs to no "
+                           "phone; a word spans its phones"),
+    }
+
+
+def _build_figures(summary: dict[str, Any], workers: int) -> dict[str, Any]:
+    # Timings differ between runs; everything else in corpus.json is a pure function of the
+    # config.
+    return {
+        "workers": workers,
+        "wall_seconds": summary["wall_seconds"],
+        "synthesis_cpu_seconds": summary["busy_seconds"],
+        "real_time_factor_per_core": summary["audio_seconds"] / max(summary["busy_seconds"], 1e-9),
+        "real_time_factor_wall": summary["audio_seconds"] / max(summary["wall_seconds"], 1e-9),
     }
 
 
@@ -485,16 +830,14 @@ def cache_dir() -> str:
     return os.environ.get("SSL_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "ssl_jax")
 
 
-def ensure_corpus(hours: float = 1.0, seed: int = 0) -> str:
-    """The shard folder of the embedded corpus, built once into the cache folder.
+def _ensure(name: str, build: Callable[[str], Any]) -> str:
+    """`cache_dir()/name`, built once by `build(path)`.
 
     Safe when several processes ask at once: a file lock serialises the build and the folder
     appears atomically (built under a temporary name, then renamed).
     """
-    hours, seed = _check_args(hours, seed)
     root = cache_dir()
     os.makedirs(root, exist_ok=True)
-    name = f"corpus-h{hours}-s{seed}"
     final = os.path.join(root, name)
     if os.path.exists(os.path.join(final, "corpus.json")):
         return final
@@ -502,21 +845,39 @@ def ensure_corpus(hours: float = 1.0, seed: int = 0) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not os.path.exists(os.path.join(final, "corpus.json")):
-                build_corpus(final, hours=hours, seed=seed)
+                build(final)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return final
 
 
+def ensure_corpus(hours: float = 1.0, seed: int = 0) -> str:
+    """The shard folder of the pretraining corpus, built once into the cache folder
+    (`corpus-v{FORMAT_VERSION}-h{hours}-s{seed}`)."""
+    hours, seed = _check_args(hours, seed)
+    return _ensure(f"corpus-v{FORMAT_VERSION}-h{hours}-s{seed}",
+                   lambda path: build_corpus(path, hours=hours, seed=seed))
+
+
+def ensure_eval_corpus(seed: int = 0, scale: float = 1.0) -> str:
+    """The shard folder of the evaluation corpus, built once into the cache folder
+    (`evalcorpus-v{EVAL_FORMAT_VERSION}-s{seed}`, with `-x{scale}` when scale is not 1)."""
+    seed, scale = _check_seed(seed), _check_scale(scale)
+    size = "" if scale == 1.0 else f"-x{scale:g}"
+    return _ensure(f"evalcorpus-v{EVAL_FORMAT_VERSION}{size}-s{seed}",
+                   lambda path: build_eval_corpus(path, seed=seed, scale=scale))
+
+
 def _print_summary(out: str, corpus: dict[str, Any], wall: float) -> None:
     b = corpus["build"]
-    print(f"corpus: {out}")
-    print(f"  {corpus['num_utterances']} utterances, {corpus['hours']:.3f} h "
-          f"(requested {corpus['hours_requested']:g} h), {corpus['num_speakers']} speakers, "
-          f"{len(corpus['languages'])} voices/accents in {corpus['num_languages']} languages")
+    requested = f" (requested {corpus['hours_requested']:g} h)" if "hours_requested" in corpus else ""
+    print(f"{corpus['corpus']} corpus: {out}")
+    print(f"  {corpus['num_utterances']} utterances, {corpus['hours']:.3f} h{requested}, "
+          f"{corpus['num_speakers']} speakers, {len(corpus['languages'])} voices/accents in "
+          f"{corpus['num_languages']} languages")
     for split, s in corpus["splits"].items():
         tasks = corpus["counts"][split]["task"]
-        print(f"  {split:12s} {s['utterances']:6d} utts {s['hours']:.3f} h "
+        print(f"  {split:13s} {s['utterances']:6d} utts {s['hours']:.3f} h "
               f"{s['speakers']:3d} speakers  {tasks}")
     print(f"  synthesis: {b['real_time_factor_per_core']:.0f}x real time per core, "
           f"{b['real_time_factor_wall']:.0f}x overall with {b['workers']} workers; "
@@ -526,16 +887,32 @@ def _print_summary(out: str, corpus: dict[str, Any], wall: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m ssl_jax.data.synth", description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output shard folder")
-    p.add_argument("--hours", type=float, default=1.0, help="target hours of audio (default 1)")
+    p.add_argument("--hours", type=float, default=None,
+                   help="target hours of audio of the pretraining corpus (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--voices", default=None,
                    help="comma-separated espeak voices to use (default: all of the corpus)")
+    p.add_argument("--eval", action="store_true",
+                   help="build the evaluation corpus instead of the pretraining corpus")
+    p.add_argument("--scale", type=float, default=None,
+                   help="evaluation corpus only: multiplies every count (default 1)")
     args = p.parse_args(argv)
     start = time.perf_counter()
     try:
-        corpus = build_corpus(args.out, hours=args.hours, seed=args.seed, num_workers=args.workers,
-                              voices=args.voices.split(",") if args.voices else None, progress=True)
+        if args.eval:
+            if args.hours is not None or args.voices is not None:
+                raise ValueError("--hours and --voices apply to the pretraining corpus, not --eval")
+            corpus = build_eval_corpus(args.out, seed=args.seed, num_workers=args.workers,
+                                       scale=1.0 if args.scale is None else args.scale,
+                                       progress=True)
+        else:
+            if args.scale is not None:
+                raise ValueError("--scale applies to the evaluation corpus (--eval) only")
+            corpus = build_corpus(args.out, hours=1.0 if args.hours is None else args.hours,
+                                  seed=args.seed, num_workers=args.workers,
+                                  voices=args.voices.split(",") if args.voices else None,
+                                  progress=True)
     except (ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,7 @@
 """Tests for the in-process eSpeak NG binding."""
 
+import ctypes
+
 import numpy as np
 import pytest
 
@@ -53,3 +55,96 @@ def test_unknown_voice_is_a_clear_error():
         espeak.check_voice("xx-nowhere")
     with pytest.raises(EspeakError, match="unknown espeak voice variant 'no-such-variant'"):
         render("hello", "en-us+no-such-variant")
+
+
+def test_split_ipa_drops_language_switches():
+    assert split_ipa(f"ʊ{S}n{S}t (en){S}w{S}ˈɪ{S}n s{S}ˈɒ{S}f{S}t{S}(de)") == \
+        ["ʊ", "n", "t", "w", "ɪ", "n", "s", "ɒ", "f", "t"]
+    with Espeak() as es:  # espeak switches to English rules for an English word in German
+        phones = es.phonemes("und windows Software", "de")
+    assert phones and not any("(" in p or ")" in p for p in phones)
+
+
+def test_event_struct_matches_speak_lib_h():
+    """espeak_EVENT on a 64-bit ABI: six 4-byte ints, a pointer, an 8-byte union."""
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        pytest.skip("layout figures are for 64-bit platforms")
+    ev = espeak._Event
+    offsets = {name: getattr(ev, name).offset for name, _ in ev._fields_}
+    assert offsets == {"type": 0, "unique_identifier": 4, "text_position": 8, "length": 12,
+                       "audio_position": 16, "sample": 20, "user_data": 24, "id": 32}
+    assert ctypes.sizeof(ev) == 40 and ctypes.sizeof(espeak._EventId) == 8
+
+
+def test_events_are_monotone_and_line_up_with_the_text():
+    text = "Church judge, a kitchen sat."
+    with Espeak() as es:
+        audio, events = es.synth_events(text, "en-us", Prosody(rate=170), seed=1)
+        phones = es.phonemes(text, "en-us")
+    samples = [e.sample for e in events]
+    assert samples == sorted(samples) and samples[0] >= 0
+    assert 0 <= audio.shape[0] - samples[-1] < 0.05 * es.sample_rate  # last event near the end
+    words = [text[e.text_position - 1:e.text_position - 1 + e.length]
+             for e in events if e.type == espeak._EVENT_WORD]
+    assert words == ["Church", "judge", "a", "kitchen", "sat"]
+    named = [espeak._phone_token(e.name) for e in events if e.type == espeak._EVENT_PHONEME]
+    assert [p for p in named if p] == phones
+    # audio_position is in ms, sample in samples: the two agree.
+    for e in events:
+        assert e.audio_position <= 1000 * e.sample / es.sample_rate < e.audio_position + 1
+    with Espeak() as es:
+        _, again = es.synth_events(text, "en-us", Prosody(rate=170), seed=1)
+    assert [e.sample for e in again] == samples  # a second call on one engine restarts at 0
+
+
+def _check_alignment(al, audio, phones, text):
+    assert [p for p, _, _ in al.phones] == phones
+    end = 0
+    for _, s, e in al.phones:
+        assert end <= s < e <= audio.shape[0]
+        assert np.any(audio[s:e])  # espeak's silence is exact zeros: no phone is silent
+        end = e
+    assert [w for w, _, _ in al.words] == espeak.text_words(text)
+    starts = [s for _, s, _ in al.phones]
+    ends = [e for _, _, e in al.phones]
+    for _, s, e in al.words:  # a word spans whole phones
+        assert s in starts and e in ends and s < e
+
+
+@pytest.mark.parametrize("text, voice", [
+    ("Turn on the lights in the kitchen.", "en-gb-x-gbclan"),  # espeak joins "on the"
+    ("Maaliskuussa olleet mikään niistä.", "fi"),  # events lack the length marks
+    ("All small wall bells call.", "en-us"),  # sonorants after vowels
+    ("Das ist ein Computer und windows Software.", "de"),  # a language switch
+])
+def test_render_aligned(text, voice):
+    r = espeak.render_aligned(text, voice, Prosody(rate=180), seed=2)
+    audio, _, phones = render(text, voice, Prosody(rate=180), seed=2)
+    assert np.array_equal(r.audio, audio) and r.phones == phones
+    _check_alignment(r.alignment, r.audio, phones, text)
+    if voice == "en-gb-x-gbclan":
+        (_, _, on_end), (_, the_start, the_end), (_, lights_start, _) = r.alignment.words[1:4]
+        assert on_end <= the_start < the_end <= lights_start
+
+
+def test_align_rule_on_hand_made_events():
+    """Pairing, phones without timing, modifiers, zero trimming and word spans."""
+    audio = np.ones(1000, np.int16)
+    audio[350:400] = 0  # a closure at the end of "t"
+    ev = lambda t, s, name="": espeak.Event(t, 1, 0, s // 22, s, name)
+    events = [ev(1, 0), ev(7, 100, "ˈa"), ev(7, 200, "t"), ev(1, 400), ev(7, 400, "ˈo"),
+              ev(7, 600, "ʲ"), ev(7, 650, ""), ev(7, 700, "l"), ev(7, 700, "n"), ev(7, 900, ""),
+              ev(5, 900)]
+    # TextToPhonemes has the length mark that synthesis folded into "a"'s duration.
+    phones = ["aː", "t", "oʲ", "l", "n"]
+    al = espeak.align(audio, events, phones, [("at", ["a", "t"]), ("oln", ["o", "l", "n"])])
+    assert al.phones == (("aː", 100, 200), ("t", 200, 350),  # the closure belongs to no phone
+                         # an unnamed event between phones continues "oʲ"; "l" (empty
+                         # span) shares the span of the phone before it
+                         ("oʲ", 400, 550), ("l", 550, 700),
+                         ("n", 700, 900))
+    assert al.words == (("at", 100, 350), ("oln", 400, 900))
+    mapped = al.mapped(0.5, 10, 400)
+    assert mapped.phones[0] == ("aː", 60, 110) and mapped.words[-1] == ("oln", 210, 400)
+    assert al.as_dict()["phones"][0] == ["aː", 100, 200]
+    assert espeak.align(audio, [], [], []) == espeak.Alignment((), ())

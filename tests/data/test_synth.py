@@ -10,9 +10,10 @@ import pytest
 
 from ssl_jax.data import sentences, synth
 from ssl_jax.data.shards import SAMPLE_RATE, ShardSource, read_index, read_manifest
+from tests.data.alignment_checks import check_alignment
 
 FIELDS = {"id", "num_samples", "speaker", "language", "text", "phonemes", "task", "style",
-          "keyword", "intent"}
+          "keyword", "intent", "alignment"}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,12 @@ def test_corpus_json_summarises_the_shards(corpus):
     assert "not emotions" in info["style_note"]
     assert info["build"]["real_time_factor_per_core"] > 0
     assert info["keywords"] == list(sentences.KEYWORD_LABELS)
+    assert info["format"] == synth.FORMAT and info["corpus"] == "pretraining"
+    for split, m in manifests.items():
+        intents = collections.Counter(
+            "/".join(u["intent"][k] for k in ("action", "object", "location"))
+            for u in m if u["intent"])
+        assert info["counts"][split]["intent"] == dict(intents)
 
 
 def test_manifest_fields_and_labels(corpus):
@@ -72,6 +79,8 @@ def test_manifest_fields_and_labels(corpus):
                 assert u["keyword"] is None and u["intent"] is None
             assert u["text"] and u["phonemes"]
             assert all(p.strip() == p and p for p in u["phonemes"])
+            assert not any(p.startswith("(") for p in u["phonemes"])  # no language switches
+            check_alignment(u)
 
 
 MIN_OK = synth.MIN_SECONDS - 1e-9
@@ -112,6 +121,16 @@ def test_styles_are_acoustically_distinct(corpus, tiny_corpus):
             (("rms", rms), ("per_phone", per_phone))}
     assert mean["rms"]["loud"] > 1.5 * mean["rms"]["neutral"]
     assert mean["per_phone"]["slow_low"] > 1.4 * mean["per_phone"]["fast_high"]
+
+
+def test_alignments_match_the_audio(tiny_corpus):
+    """Every phone's stretch of audio holds sound; phones and words follow the labels."""
+    checked = 0
+    for split in ("train", "test_unseen"):
+        source = ShardSource(tiny_corpus, split)
+        for i, u in enumerate(source.manifest):
+            checked += check_alignment(u, source[i]["audio"])
+    assert checked > 50
 
 
 def test_silence_clips_hold_no_speech(corpus, tiny_corpus):
@@ -195,7 +214,8 @@ def test_ensure_corpus_builds_once_under_a_race(tmp_path, monkeypatch):
         t.start()
     for t in threads:
         t.join()
-    expected = str(tmp_path / "cache" / "corpus-h0.5-s3")
+    # The folder name carries the format version: an older corpus is never reused.
+    expected = str(tmp_path / "cache" / f"corpus-v{synth.FORMAT_VERSION}-h0.5-s3")
     assert results == [expected] * 3 and calls == [expected]
     with pytest.raises(ValueError):
         synth.ensure_corpus(-1.0)
