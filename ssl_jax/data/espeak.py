@@ -263,17 +263,18 @@ def align(audio: np.ndarray, events: list[Event], phones: list[str],
 
     Rule: the labels are `phones` (espeak_TextToPhonemes, `split_ipa` tokens); their times
     come from the phoneme events (`_event_phones`) paired by `_partners`. The two sequences
-    differ only where synthesis folds a length mark into duration (about 1% of the phones of
-    Finnish, Italian, Dutch, Swedish and Portuguese; none in English): a paired phone takes
-    the span of its event phones. A phone without a partner, or whose event span is empty or
-    silent (espeak reports a sonorant after a vowel, as the "l" of "all", where the vowel's
-    sound that carries both ends), shares the span of the phone before it (after it, for the
-    first phone) equally.
-    Each phone is then trimmed of espeak's exact-zero silence at its ends, so a plosive's
-    closure before its release belongs to no phone. Words: every word of the text, phonemised
-    alone (`word_phones`), is paired with the utterance's phones the same way (espeak joins
-    some words, such as "on the", into one word event, so word events do not always give
-    word boundaries); a word spans from the start of its first phone to the end of its last.
+    differ where synthesis folds a length mark into duration ("tː" is event "t") or where an
+    event's name is cut at 8 bytes (Portuguese "ɐ̃ʊ̃"): measured on 700 corpus utterances,
+    95 of 16,831 phones (0.6%) in 47 utterances, none in English, 7% of the Finnish phones.
+    A paired phone takes the span of its event phones. A phone without a partner, or whose
+    event span is empty or silent (espeak reports a sonorant after a vowel, as the "l" of
+    "all", where the vowel's sound that carries both ends), shares the span of the phone
+    before it (after it, for the first phone) equally. Each phone is trimmed of espeak's
+    exact-zero silence at its ends, so a plosive's closure before its release belongs to no
+    phone. Words: every word of the text, phonemised alone (`word_phones`), is paired with the
+    utterance's phones the same way (espeak joins some words, such as "on the", into one word
+    event, so word events do not always give word boundaries); a word spans from the start
+    of its first phone to the end of its last.
 
     Args:
         audio: `[samples]` int16 audio from `Espeak.synth_events`.
@@ -311,7 +312,7 @@ def align(audio: np.ndarray, events: list[Event], phones: list[str],
         host = next((spans[i] for i in group if spans[i] is not None), None)
         if host is None:  # no event phone at all
             return Alignment((), ())
-        s, e = host
+        s, e = _trim_zeros(audio, *host)
         for k, i in enumerate(group):
             a, b = s + (e - s) * k // len(group), s + (e - s) * (k + 1) // len(group)
             a, b = _trim_zeros(audio, a, b)

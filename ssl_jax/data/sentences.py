@@ -158,7 +158,7 @@ def intent_text(rng: np.random.Generator, slots: dict[str, str]) -> str:
 # Short common English words, many differing in one phone from another (vowels in b_t, s_t,
 # k_t, p_t; onsets in _an, _in; codas in ba_, di_): the material of the ABX splits of the
 # evaluation corpus (Schatz et al., 2013, "Evaluating speech features with the Minimal-Pair
-# ABX task"). Every word has its own espeak phonemes in General American English.
+# ABX task"). Every word has its own espeak phonemes in each English accent of the corpora.
 ABX_WORDS: tuple[str, ...] = (
     "bit", "bet", "bat", "but", "bought", "boat", "boot", "beat", "bite", "bout",
     "pit", "pet", "pat", "pot", "put",
@@ -175,8 +175,8 @@ FUNCTION_WORDS: tuple[str, ...] = ("the", "a", "and", "in", "on", "is", "to", "h
 
 
 def abx_sentence(rng: np.random.Generator, num_words: int) -> str:
-    """`num_words` words of `ABX_WORDS`, each followed by a function word with probability
-    one half (not counted), capitalised, ending with a full stop."""
+    """`num_words` words of `ABX_WORDS`, each but the last followed by a function word with
+    probability one half (not counted), capitalised, ending with a full stop."""
     if num_words < 1:
         raise ValueError(f"num_words must be >= 1, got {num_words}")
     words = []

@@ -124,6 +124,7 @@ EVAL_UNSEEN_UTTERANCES = 22
 EVAL_ABX_SPEAKERS = 24  # seen English speakers, 3-4 per accent
 EVAL_ABX_SENTENCES = 12  # per ABX speaker
 EVAL_SENTENCE_SECONDS = 1.3  # median length of a sentence's speech (4-5 English words)
+EVAL_SENTENCE_SPREAD = 0.35  # standard deviation of its logarithm
 EVAL_PURPOSE = (
     "Evaluation corpus: speakers disjoint from the pretraining corpus (other espeak voice "
     "variants and base prosody); train/valid/test for probes over seen evaluation speakers, "
@@ -226,9 +227,10 @@ def _silence_spec(rng: np.random.Generator, split: str, k: int) -> dict[str, Any
 
 
 def _sentence_text(rng: np.random.Generator, spk: Speaker, style: str, median: float,
-                   spread: float = 0.45, longest: float = 12.0) -> str:
-    """A sentence of `spk`'s language lasting about `median` seconds (log-normal spread)."""
-    seconds = float(np.clip(median * math.exp(rng.normal(0.0, spread)), 1.2, longest))
+                   spread: float = 0.45) -> str:
+    """A sentence of `spk`'s language lasting about `median` seconds (log-normal `spread`,
+    1.2-12 s)."""
+    seconds = float(np.clip(median * math.exp(rng.normal(0.0, spread)), 1.2, 12.0))
     # espeak's rate is in words per minute; words of other languages are longer.
     wps = style_prosody(spk, style).rate / 60.0 * (1.0 if VOICE_LANG[spk.voice] == "en" else 0.75)
     return sentences.sentence(rng, VOICE_LANG[spk.voice], max(1, int(round(seconds * wps))))
@@ -325,7 +327,8 @@ def _check_scale(scale: float) -> float:
     return float(scale)
 
 
-def _eval_plan(seed: int, scale: float = 1.0) -> tuple[list[dict], list[Speaker], list[Speaker], list[Speaker]]:
+def _eval_plan(seed: int, scale: float = 1.0
+               ) -> tuple[list[dict], list[Speaker], list[Speaker], list[Speaker]]:
     """Every utterance of the evaluation corpus as a spec dict, in write order.
 
     Args:
@@ -357,41 +360,41 @@ def _eval_plan(seed: int, scale: float = 1.0) -> tuple[list[dict], list[Speaker]
     styles = {s.id: _style_cycle(rng) for s in seen + unseen}
     numbering: collections.Counter = collections.Counter()
 
-    def add(spk: Speaker, split: str, task: str, text: str, keyword: str | None = None,
-            intent: dict[str, str] | None = None, style: str | None = None) -> None:
-        spec = _spec(rng, spk, task, style or styles[spk.id](split), text, keyword, intent)
+    def add(spk: Speaker, split: str, task: str, style: str, text: str,
+            keyword: str | None = None, intent: dict[str, str] | None = None) -> None:
+        spec = _spec(rng, spk, task, style, text, keyword, intent)
         spec.update(id=f"{spk.id}-{numbering[spk.id]:04d}", split=split)
         numbering[spk.id] += 1
         by_split[split].append(spec)
+
+    def sentence(spk: Speaker, style: str) -> str:
+        return _sentence_text(rng, spk, style, EVAL_SENTENCE_SECONDS, EVAL_SENTENCE_SPREAD)
 
     keyword_labels = sentences.KEYWORDS + (sentences.UNKNOWN,)
     all_intents = sentences.intents()
     silence = 0
     for split, (per_class, per_intent, n_english, per_other) in EVAL_SIZES.items():
-        # Balanced classes: every keyword label and every intent equally often.
+        # Balanced classes: every keyword label and every intent equally often, spread over
+        # the English speakers in a random order.
         n_kw = count(per_class * len(keyword_labels))
         n_int = count(per_intent * len(all_intents))
         items = ([("keyword", keyword_labels[i % len(keyword_labels)]) for i in range(n_kw)]
-                 + [("intent", i % len(all_intents)) for i in range(n_int)]
+                 + [("intent", all_intents[i % len(all_intents)]) for i in range(n_int)]
                  + [("sentence", None)] * count(n_english))
-        order = rng.permutation(len(items))
-        for j, i in enumerate(order):
+        for j, i in enumerate(rng.permutation(len(items))):
             task, label = items[i]
             spk = seen_en[j % len(seen_en)]
             style = styles[spk.id](split)
             if task == "keyword":
-                add(spk, split, task, sentences.keyword_word(rng, label), keyword=label, style=style)
+                add(spk, split, task, style, sentences.keyword_word(rng, label), keyword=label)
             elif task == "intent":
-                slots = all_intents[label]
-                add(spk, split, task, sentences.intent_text(rng, slots), intent=slots, style=style)
+                add(spk, split, task, style, sentences.intent_text(rng, label), intent=label)
             else:
-                add(spk, split, task, _sentence_text(rng, spk, style, EVAL_SENTENCE_SECONDS, 0.35),
-                    style=style)
+                add(spk, split, task, style, sentence(spk, style))
         for j in range(count(per_other * len(seen_other))):
             spk = seen_other[j % len(seen_other)]
             style = styles[spk.id](split)
-            add(spk, split, "sentence", _sentence_text(rng, spk, style, EVAL_SENTENCE_SECONDS, 0.35),
-                style=style)
+            add(spk, split, "sentence", style, sentence(spk, style))
         for _ in range(count(per_class)):
             by_split[split].append(_silence_spec(rng, split, silence))
             silence += 1
@@ -399,25 +402,23 @@ def _eval_plan(seed: int, scale: float = 1.0) -> tuple[list[dict], list[Speaker]
     per_speaker = count(EVAL_UNSEEN_UTTERANCES, 2)
     for spk in unseen:
         english = VOICE_LANG[spk.voice] == "en"
-        tasks = ["sentence", "intent"] * (per_speaker // 2) + ["sentence"] * (per_speaker % 2)
-        for task in (tasks if english else ["sentence"] * per_speaker):
+        for k in range(per_speaker):
             style = styles[spk.id]("test_unseen")
-            if task == "intent":
+            if english and k % 2:
                 text, slots = sentences.intent(rng)
-                add(spk, "test_unseen", task, text, intent=slots, style=style)
+                add(spk, "test_unseen", "intent", style, text, intent=slots)
             else:
-                add(spk, "test_unseen", task,
-                    _sentence_text(rng, spk, style, EVAL_SENTENCE_SECONDS, 0.35), style=style)
+                add(spk, "test_unseen", "sentence", style, sentence(spk, style))
 
     # ABX: every word once per speaker; running speech of the same words. The speakers'
     # base prosody (neutral style) leaves the speaker as the only nuisance.
     words = sentences.ABX_WORDS[:min(len(sentences.ABX_WORDS), count(len(sentences.ABX_WORDS), 4))]
     for spk in abx_speakers:
         for word in words:
-            add(spk, "abx_words", "word", word, style="neutral")
+            add(spk, "abx_words", "word", "neutral", word)
         for _ in range(count(EVAL_ABX_SENTENCES)):
-            text = sentences.abx_sentence(rng, int(rng.integers(4, 7)))
-            add(spk, "abx_sentences", "abx_sentence", text, style="neutral")
+            add(spk, "abx_sentences", "abx_sentence", "neutral",
+                sentences.abx_sentence(rng, int(rng.integers(4, 7))))
     return _in_write_order(rng, by_split, EVAL_SPLITS), seen, unseen, abx_speakers
 
 

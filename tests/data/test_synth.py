@@ -241,3 +241,18 @@ def test_text_generators():
         assert (slots["location"] == "none") == (" in the " not in text)
     with pytest.raises(ValueError, match="no word list"):
         sentences.vocabulary("xx")
+    every = sentences.intents()
+    assert len(every) == len({tuple(i.values()) for i in every}) == 52
+    drawn = {tuple(sentences.intent(rng)[1].values()) for _ in range(2000)}
+    assert drawn == {tuple(i.values()) for i in every}  # the grammar's intents, all of them
+    for slots in every[:10]:
+        assert slots["object"] in sentences.intent_text(rng, slots)
+    with pytest.raises(ValueError, match="cannot express"):
+        sentences.intent_text(rng, {"action": "bring", "object": "socks", "location": "kitchen"})
+    with pytest.raises(ValueError, match="no spoken word"):
+        sentences.keyword_word(rng, sentences.SILENCE)
+    text = sentences.abx_sentence(rng, 5)
+    words = text.rstrip(".").lower().split()
+    assert text[0].isupper() and words[0] in sentences.ABX_WORDS and words[-1] in sentences.ABX_WORDS
+    assert sum(w in sentences.ABX_WORDS for w in words) == 5
+    assert set(words) <= set(sentences.ABX_WORDS) | set(sentences.FUNCTION_WORDS)
