@@ -398,7 +398,25 @@ def load_hf(path: str) -> tuple[dict, EncoderConfig, dict]:
         raise ConversionError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
     state, heads = _split_heads(_canonical_weight_norm(state), HF_PREFIXES[model_type])
     params, absent = state_to_params(state, cfg, weights)
-    return params, cfg, {"source": "hf", "model_type": model_type, "weights": weights, "dropped_heads": heads, "absent": absent}
+    info = {"source": "hf", "model_type": model_type, "weights": weights, "dropped_heads": heads, "absent": absent}
+    info.update(hf_normalize(path))
+    return params, cfg, info
+
+
+def hf_normalize(path: str) -> dict[str, Any]:
+    """`{"normalize": bool, "normalize_from": str}` from a transformers folder's preprocessor_config.json.
+
+    `do_normalize` of Wav2Vec2FeatureExtractor (True when the file omits it, transformers'
+    default); False when the folder has no preprocessor_config.json.
+    """
+    pre = os.path.join(path, "preprocessor_config.json")
+    if not os.path.isfile(pre):
+        return {"normalize": False, "normalize_from": "assumed: the folder has no preprocessor_config.json"}
+    with open(pre) as f:
+        fe = json.load(f)
+    if "do_normalize" not in fe:
+        return {"normalize": True, "normalize_from": "preprocessor_config.json omits do_normalize (transformers' default)"}
+    return {"normalize": bool(fe["do_normalize"]), "normalize_from": "preprocessor_config.json do_normalize"}
 
 
 # fairseq ------------------------------------------------------------------------------------
@@ -544,9 +562,32 @@ def load_fairseq(path: str) -> tuple[dict, EncoderConfig, dict]:
     state, heads = fairseq_state_to_canonical(_canonical_weight_norm(_numpy_state(ckpt["model"])))
     params, absent = state_to_params(state, cfg, path)
     info = {"source": "fairseq", "model_type": model_type, "weights": path, "dropped_heads": heads, "absent": absent}
-    if "normalize" in mc:
-        info["normalize"] = bool(mc["normalize"])
+    info.update(fairseq_normalize(ckpt))
     return params, cfg, info
+
+
+def fairseq_normalize(ckpt: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"normalize": bool, "normalize_from": str}` of a fairseq checkpoint.
+
+    fairseq-hydra keeps the flag in the task config (`cfg.task.normalize`); fine-tuned models
+    also in the model config and in the pretraining task (`cfg.model.w2v_args.task`); older
+    checkpoints in the flat `args` Namespace, some releases in a flat `cfg`. The first one found
+    in that order wins; False when none records it.
+    """
+    def as_dict(node: Any) -> Mapping[str, Any]:
+        if isinstance(node, argparse.Namespace):
+            return vars(node)
+        return node if isinstance(node, Mapping) else {}
+
+    cfg = as_dict(ckpt.get("cfg")) or as_dict(ckpt.get("args"))
+    model = as_dict(cfg.get("model"))
+    w2v = as_dict(model.get("w2v_args") or cfg.get("w2v_args"))
+    places = [("cfg.task", as_dict(cfg.get("task"))), ("cfg.model", model), ("cfg", cfg),
+              ("w2v_args.task", as_dict(w2v.get("task"))), ("w2v_args.model", as_dict(w2v.get("model"))), ("w2v_args", w2v)]
+    for where, node in places:
+        if node.get("normalize") is not None:
+            return {"normalize": bool(node["normalize"]), "normalize_from": f"{where}.normalize"}
+    return {"normalize": False, "normalize_from": "assumed: the checkpoint records no normalize flag"}
 
 
 # torchaudio ----------------------------------------------------------------------------------
@@ -662,7 +703,9 @@ def load_torchaudio(path: str, factory: Mapping[str, Any] | None = None) -> tupl
     state, heads = torchaudio_state_to_canonical(_canonical_weight_norm(raw))
     params, absent = state_to_params(state, cfg, path)
     model_type = "wavlm" if cfg.relative_position_buckets else "wav2vec2"
-    return params, cfg, {"source": "torchaudio", "model_type": model_type, "weights": path, "dropped_heads": heads, "absent": absent, "assumed": notes}
+    return params, cfg, {"source": "torchaudio", "model_type": model_type, "weights": path, "dropped_heads": heads, "absent": absent,
+                         "assumed": notes, "normalize": False,
+                         "normalize_from": "assumed: torchaudio state dicts do not record it (large LV-60k bundles normalise)"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -701,11 +744,16 @@ def _leaves(tree):
 
 
 def export_hf(src: str, out: str, model_type: str | None = None) -> dict:
-    """Writes the encoder of an ssl_jax checkpoint as a transformers folder (config.json + model.safetensors)."""
+    """Writes the encoder of an ssl_jax checkpoint as a transformers folder.
+
+    config.json + model.safetensors, and preprocessor_config.json (a Wav2Vec2FeatureExtractor whose
+    `do_normalize` is the checkpoint's normalisation flag).
+    """
     import torch
     import transformers
 
     from ssl_jax.training.checkpoint import load_pretrained
+    from ssl_jax.upstream import checkpoint_normalize
 
     params, config = load_pretrained(src)
     cfg = EncoderConfig.from_config(config["model"])
@@ -731,7 +779,14 @@ def export_hf(src: str, out: str, model_type: str | None = None) -> dict:
         raise ConversionError(f"export to {model_cls.__name__}: missing {missing}, unexpected {unexpected}")
     model.load_state_dict(renamed, strict=True)
     model.save_pretrained(out, safe_serialization=True)
-    return {"model_type": model_type, "class": model_cls.__name__, "out": out, "config": cfg}
+    normalize = checkpoint_normalize(config)
+    # Group-norm extractors are not padding-invariant in transformers, which is why its own
+    # releases of them take no attention mask.
+    transformers.Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=16_000, padding_value=0.0, do_normalize=normalize,
+        return_attention_mask=cfg.feat_extract_norm == "layer",
+    ).save_pretrained(out)
+    return {"model_type": model_type, "class": model_cls.__name__, "out": out, "config": cfg, "normalize": normalize}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -751,7 +806,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.dst_kind:
             info = export_hf(args.src, args.out, args.model_type)
-            print(f"exported {info['class']} ({info['config'].num_layers} layers, dim {info['config'].hidden_size}) to {args.out}")
+            print(f"exported {info['class']} ({info['config'].num_layers} layers, dim {info['config'].hidden_size}) to {args.out}; "
+                  f"preprocessor_config.json do_normalize={info['normalize']}")
             return 0
         factory = None
         if args.torchaudio_config:
@@ -771,8 +827,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  absent, filled with zeros: {info['absent']}")
     for note in info.get("assumed", []):
         print(f"  assumed: {note}")
-    if "normalize" in info:
-        print(f"  the model expects normalize={info['normalize']} (per-utterance waveform normalisation)")
+    print(f"  normalize={info['normalize']} (per-utterance waveform normalisation; {info['normalize_from']}); "
+          "Upstream.load(normalize=...) or --upstream_normalize overrides it")
     return 0
 
 

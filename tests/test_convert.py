@@ -366,3 +366,45 @@ def test_sharded_safetensors_and_refused_pickles(tmp_path):
     torch.save({"model": {}, "cfg": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(convert.ConversionError, match="weights_only"):
         convert.load_fairseq(str(tmp_path / "evil.pt"))
+
+
+# normalisation flag --------------------------------------------------------------------------
+
+def test_hf_normalize_flag_is_carried_both_ways(tmp_path, capsys):
+    from ssl_jax import Upstream
+
+    model = build_hf("wav2vec2-layer-bias-stable")
+    src = _save(model, tmp_path / "hf")
+    # Without preprocessor_config.json: False, and the conversion says it assumed so.
+    assert convert.main(["--from=hf", f"--src={src}", f"--out={tmp_path / 'plain'}"]) == 0
+    out = capsys.readouterr().out
+    assert "normalize=False" in out and "no preprocessor_config.json" in out
+    assert Upstream.load(str(tmp_path / "plain")).normalize is False
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(src)
+    assert convert.main(["--from=hf", f"--src={src}", f"--out={tmp_path / 'ssl'}"]) == 0
+    out = capsys.readouterr().out
+    assert "normalize=True" in out and "do_normalize" in out
+    assert Upstream.load(str(tmp_path / "ssl")).normalize is True
+    assert Upstream.load(str(tmp_path / "ssl"), normalize=False).normalize is False
+    assert Upstream.load(str(tmp_path / "plain"), normalize=True).normalize is True
+    # Export writes the flag back into a preprocessor_config.json transformers reads.
+    assert convert.main(["--to=hf", f"--src={tmp_path / 'ssl'}", f"--out={tmp_path / 'back'}"]) == 0
+    assert "do_normalize=True" in capsys.readouterr().out
+    fe = transformers.AutoFeatureExtractor.from_pretrained(tmp_path / "back")
+    assert fe.do_normalize is True and fe.return_attention_mask is True
+    convert.export_hf(str(tmp_path / "plain"), str(tmp_path / "back_plain"))
+    assert transformers.AutoFeatureExtractor.from_pretrained(tmp_path / "back_plain").do_normalize is False
+
+
+def test_fairseq_normalize_is_found_where_fairseq_keeps_it():
+    import argparse
+
+    found = convert.fairseq_normalize
+    assert found({"cfg": {"model": {"_name": "wav2vec2"}, "task": {"normalize": True}}}) == {
+        "normalize": True, "normalize_from": "cfg.task.normalize"}
+    finetuned = {"cfg": {"model": {"_name": "wav2vec_ctc", "w2v_args": {"task": {"normalize": True}, "model": {}}}, "task": {}}}
+    assert found(finetuned)["normalize"] is True
+    assert found({"cfg": {"_name": "wavlm", "normalize": True}})["normalize_from"] == "cfg.normalize"
+    assert found({"args": argparse.Namespace(normalize=True, arch="wav2vec2")})["normalize"] is True
+    absent = found({"cfg": {"model": {"_name": "hubert"}, "task": {"_name": "hubert_pretraining"}}})
+    assert absent["normalize"] is False and absent["normalize_from"].startswith("assumed")

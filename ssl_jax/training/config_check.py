@@ -69,7 +69,10 @@ def run_upstream_command(fn, config_help: str, upstream_help: str) -> None:
 
     The shared entry point of `ssl_jax.evaluate` and `ssl_jax.finetune`: overrides are checked
     first, so a misspelled `--config.x.y` is a clear error naming the valid fields.
+    `--upstream_normalize=auto|true|false` reaches `fn` as the keyword `upstream_normalize`
+    (None, True, False) when `fn` has that parameter; a command without it accepts only `auto`.
     """
+    import inspect
     import logging
 
     from absl import app, flags
@@ -79,12 +82,22 @@ def run_upstream_command(fn, config_help: str, upstream_help: str) -> None:
     config = config_flags.DEFINE_config_file("config", None, config_help, lock_config=True)
     upstream = flags.DEFINE_string("upstream", None, upstream_help)
     workdir = flags.DEFINE_string("workdir", None, "output folder")
+    normalize = flags.DEFINE_enum(
+        "upstream_normalize", "auto", ["auto", "true", "false"],
+        "per-utterance waveform normalisation of the upstream: auto = the checkpoint's own flag",
+    )
     flags.mark_flags_as_required(["config", "upstream", "workdir"])
+    takes_normalize = "upstream_normalize" in inspect.signature(fn).parameters
 
     def main(argv: list[str]) -> None:
         if len(argv) > 1:
             raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        kwargs = {}
+        if takes_normalize:
+            kwargs["upstream_normalize"] = {"auto": None, "true": True, "false": False}[normalize.value]
+        elif normalize.value != "auto":
+            raise app.UsageError("--upstream_normalize is not supported by this command")
         logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-restore chatter
-        fn(config.value, upstream.value, workdir.value)
+        fn(config.value, upstream.value, workdir.value, **kwargs)
 
     app.run(main)
