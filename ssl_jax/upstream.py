@@ -51,8 +51,8 @@ class LengthLadder:
     """Padded lengths in samples: rung k is `min_samples * ratio**k` rounded up to `multiple`.
 
     The ladder has no top: a longer input climbs to a higher rung, so inputs of up to L samples
-    use at most `1 + ceil(log(L / min_samples) / log(ratio))` rungs (e.g. 5 rungs for 1-4 s and
-    14 for 1 s - 2 min at the defaults), and padding adds less than a factor `ratio`.
+    use at most `1 + ceil(log(L / min_samples) / log(ratio))` rungs (at the defaults 5 rungs for
+    anything up to 4 s, 15 for up to 2 min), and padding adds less than a factor `ratio`.
 
     Attributes:
       multiple: every rung is a multiple of this (the model's downsampling or hop length).
@@ -70,7 +70,8 @@ class LengthLadder:
 
     def rung(self, k: int) -> int:
         """The k-th padded length (computed from k directly, so the ladder never drifts)."""
-        return int(math.ceil(self.min_samples * self.ratio**k / self.multiple)) * self.multiple
+        # The tolerance keeps exact products (16000 * sqrt(2)**2) from rounding up a whole step.
+        return int(math.ceil(self.min_samples * self.ratio**k / self.multiple - 1e-9)) * self.multiple
 
     def __call__(self, samples: int) -> int:
         """The smallest rung >= `samples`."""

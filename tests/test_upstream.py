@@ -48,6 +48,7 @@ def alone(cfg: EncoderConfig, params, wav: np.ndarray, normalize: bool = False) 
 
 def test_ladder_and_batch_buckets():
     ladder = LengthLadder(multiple=320)
+    assert [ladder.rung(k) for k in range(5)] == [16000, 22720, 32000, 45440, 64000]
     rungs = sorted({ladder(n) for n in range(1, 16000 * 180, 997)})
     assert all(r % 320 == 0 for r in rungs) and rungs[0] == 16000
     assert len(rungs) <= 1 + math.ceil(math.log(180) / math.log(math.sqrt(2)))
