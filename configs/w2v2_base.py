@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.data = config_dict.ConfigDict()
     c.data.path = ""  # empty: the embedded eSpeak NG corpus, built once into the cache
     c.data.synth_hours = 1.0
+    c.data.synth_seed = 0  # the embedded corpus' seed (independent of the training seed)
     c.data.train_split = "train"
     c.data.eval_split = "valid"
     c.data.max_seconds = 15.625  # 250k samples

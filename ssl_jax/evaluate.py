@@ -1,18 +1,28 @@
-"""SUPERB-style downstream evaluation of a frozen upstream (Yang et al., 2021).
+"""SUPERB-style downstream evaluation of frozen upstreams (Yang et al., 2021), with intervals.
 
   python -m ssl_jax.evaluate --config=configs/eval/superb_tiny.py --upstream=fbank --workdir=/tmp/eval_fbank
+  python -m ssl_jax.evaluate --config=configs/eval/superb_tiny.py --upstream=fbank,mfcc,runs/w2v2_tiny --workdir=/tmp/cmp
 
-Extracts every hidden state of the upstream once per split, trains the light heads of
-`ssl_jax.downstream` on a softmax-weighted sum of layers with the config's fixed
-hyper-parameters, selects on the valid split and scores the test split. Writes
-`WORKDIR/results.json` ({task: {metric: value}}), `details.json`, `results.txt` (the table),
-`layer_weights.png` and TensorBoard events under `WORKDIR/tb`.
+Extracts every hidden state of each upstream once per split into an on-disk feature store
+(reused by every task), trains the light heads of `ssl_jax.downstream` on a softmax-weighted
+sum of layers (or one layer, `--config.single_layer=K`) with the config's fixed
+hyper-parameters, selects on the valid split and scores the test split; the `abx` task
+scores across-speaker ABX discrimination without training. Every test metric gets a 95%
+bootstrap interval over test items. Writes, per upstream (into WORKDIR, or WORKDIR/NAME
+when several are given): `results.json` ({task: {metric: value, metric_ci: [lo, hi]}}),
+`details.json` (validation curves, layer weights, sizes, timings), `units.npz` (per-item
+statistics for later comparisons), `results.txt`, `layer_weights.png`, `curves.png` and
+TensorBoard events under `tb/`. With several upstreams: `comparison.md`, `comparison.png`
+and `comparison.json`, where a cell is marked better or worse than the first upstream only
+when a paired bootstrap over the same test items gives p < 0.05.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import resource
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,79 +30,97 @@ from typing import Any
 import numpy as np
 
 from ssl_jax.data.shards import ShardSource, read_index
-from ssl_jax.downstream import probe, report, tasks, upstreams
+from ssl_jax.downstream import probe, report, stats, store, tasks, upstreams
 
 
 def corpus_dir(cfg) -> str:
-    """The shard folder of the config's embedded corpus (built once) or `data.path`."""
+    """`data.path`, or the embedded evaluation corpus of seed `data.synth_seed` (built once)."""
     if cfg.data.path:
         return cfg.data.path
     from ssl_jax.data import synth
 
-    return synth.ensure_corpus(hours=cfg.data.synth_hours, seed=cfg.data.synth_seed)
+    return synth.ensure_eval_corpus(seed=cfg.data.synth_seed)
+
+
+def _tag(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def task_dir(cfg, task_cfg, cache_dir: str) -> str:
-    """Shard folder of a task: the corpus, or a real dataset converted by its reader."""
+    """Shard folder of a task: the corpus, or a real dataset converted by its reader.
+
+    A converted dataset is cached under a name holding the reader, its arguments and a hash
+    of the source path, so two copies of a dataset never share a cache folder.
+    """
     if not task_cfg.data:
         return corpus_dir(cfg)
-    from ssl_jax.downstream import readers
-
     reader, _, path = task_cfg.data.partition(":")
     kwargs = task_cfg.reader_args.to_dict() if "reader_args" in task_cfg else {}
-    tag = reader + "".join(f"-{k}={v}" for k, v in sorted(kwargs.items()) if not isinstance(v, dict))
-    return readers.prepare(reader, path, os.path.join(cache_dir, tag.replace("/", "_")), **kwargs)
+    if reader == "folder":  # ROOT/SPEAKER/WORD.wav recordings for word ABX
+        from ssl_jax.downstream import abx
+
+        return abx.folder_dataset(path, os.path.join(cache_dir, f"folder-{_tag(os.path.abspath(path))}"))
+    from ssl_jax.downstream import readers
+
+    args = "".join(f"-{k}={v}" for k, v in sorted(kwargs.items()) if not isinstance(v, dict))
+    name = f"{reader}{args}-{_tag(os.path.abspath(path))}".replace("/", "_")
+    return readers.prepare(reader, path, os.path.join(cache_dir, name), **kwargs)
 
 
-class FeatureCache:
-    """Extracted, standardised features per (shard folder, split), computed on first use."""
+class Features:
+    """One upstream's feature stores, one per (shard folder, split), extracted on first use."""
 
-    def __init__(self, upstream, batch_size: int, log: Callable[[str], None]):
-        self.upstream, self.batch_size, self.log = upstream, batch_size, log
-        self._raw: dict[tuple[str, str], list[np.ndarray]] = {}
-        self._stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._features: dict[tuple[str, str], probe.SplitFeatures] = {}
+    def __init__(self, upstream, identity: str, root: str, batch_size: int, log: Callable[[str], None]):
+        self.upstream, self.identity, self.root, self.log = upstream, identity, root, log
+        self.batch_size = batch_size
+        self._stores: dict[tuple[str, str], store.FeatureStore] = {}
         self.seconds = 0.0
 
-    def _extract(self, shard_dir: str, split: str) -> list[np.ndarray]:
-        if (shard_dir, split) not in self._raw:
+    def get(self, shard_dir: str, split: str) -> store.FeatureStore:
+        key = (os.path.abspath(shard_dir), split)
+        if key not in self._stores:
             t0 = time.time()
-            self._raw[shard_dir, split] = probe.extract(
-                self.upstream, ShardSource(shard_dir, split), batch_size=self.batch_size, log=self.log)
+            source = ShardSource(shard_dir, split)
+            path = os.path.join(self.root, _tag(key[0]), split)
+            self._stores[key] = store.open_or_build(
+                path, {"upstream": self.identity, "source": key[0], "split": split, "utterances": len(source)},
+                lambda wavs: self.upstream.embed(wavs, batch_size=self.batch_size, dtype=np.float16),
+                lambda i: source[i]["audio"], source.num_samples,
+                self.upstream.frame_rate, log=self.log)
             self.seconds += time.time() - t0
-        return self._raw[shard_dir, split]
-
-    def get(self, shard_dir: str, split: str, stats_split: str) -> probe.SplitFeatures:
-        """Features of `split`, standardised with the statistics of `stats_split`."""
-        if shard_dir not in self._stats:
-            self._stats[shard_dir] = probe.layer_stats(self._extract(shard_dir, stats_split))
-        if (shard_dir, split) not in self._features:
-            mean, std = self._stats[shard_dir]
-            self._features[shard_dir, split] = probe.normalize(self._extract(shard_dir, split), mean, std)
-        return self._features[shard_dir, split]
+        return self._stores[key]
 
 
-def task_data(task: tasks.Task, cache: FeatureCache, shard_dir: str, splits) -> dict[str, probe.TaskData]:
-    """Selects the task's utterances in its train / valid / test splits."""
-    out = {}
+def task_data(task: tasks.Task, feats: Features, shard_dir: str, splits, layer: int | None) -> dict[str, probe.TaskData]:
+    """The task's utterances in its train / valid / test splits, standardised with statistics
+    of the task's own training utterances under this upstream."""
+    out: dict[str, probe.TaskData] = {}
+    mean = std = None
     for role, split in zip(("train", "valid", "test"), splits):
-        feats = cache.get(shard_dir, split, stats_split=splits[0])
+        fs = feats.get(shard_dir, split)
         manifest = ShardSource(shard_dir, split).manifest
-        idx = [i for i, m in enumerate(manifest) if task.select(m)]
-        if not idx:
+        idx = np.array([i for i, m in enumerate(manifest) if task.select(m)], np.int64)
+        if not idx.size:
             raise ValueError(f"task {task.name}: no utterances of split {split!r} in {shard_dir}")
+        if layer is not None and not 0 <= layer < fs.num_layers:
+            raise ValueError(f"single_layer={layer}, but the upstream has {fs.num_layers} hidden states "
+                             f"(0..{fs.num_layers - 1})")
+        if mean is None:
+            mean, std = store.layer_stats(fs, idx)
+            if layer is not None:
+                mean, std = mean[layer:layer + 1], std[layer:layer + 1]
         trials = None
         if task.family == "verify":
             from ssl_jax.downstream import readers
 
             trials = readers.read_trials(shard_dir, split, [manifest[i]["id"] for i in idx])
-        out[role] = probe.TaskData(features=feats, indices=np.array(idx, np.int64),
-                                   targets=[task.target(manifest[i]) for i in idx], trials=trials)
+        out[role] = probe.TaskData(store=fs, indices=idx, targets=[task.target(manifest[i]) for i in idx],
+                                   mean=mean, std=std, layer=layer, trials=trials)
     return out
 
 
-def run_task(name: str, cfg, cache: FeatureCache, writer: report.ScalarWriter, stack: int,
-             cache_dir: str) -> probe.TaskResult:
+def run_task(name: str, cfg, feats: Features, writer: report.ScalarWriter, stack: int, layer: int | None,
+             cache_dir: str, log: Callable[[str], None]) -> probe.TaskResult:
     task = tasks.get(name)
     tcfg = cfg.tasks[name]
     shard_dir = task_dir(cfg, tcfg, cache_dir)
@@ -101,73 +129,265 @@ def run_task(name: str, cfg, cache: FeatureCache, writer: report.ScalarWriter, s
     missing = [s for s in splits if s not in available]
     if missing:
         raise KeyError(f"task {name}: {shard_dir} lacks splits {missing}; it has {sorted(available)}")
-    data = task_data(task, cache, shard_dir, splits)
-    seed = cfg.seed
+    if task.family == "abx":
+        return run_abx(tcfg, shard_dir, splits, feats, layer, cfg.seed, log)
+    data = task_data(task, feats, shard_dir, splits, layer)
     if task.family == "classify":
-        return probe.run_classify(task, data, tcfg, seed, writer.scalar)
+        return probe.run_classify(task, data, tcfg, cfg.seed, writer.scalar)
     if task.family == "ctc":
-        return probe.run_ctc(task, data, tcfg, seed, stack, writer.scalar)
-    return probe.run_verify(task, data, tcfg, seed, stack, writer.scalar)
+        return probe.run_ctc(task, data, tcfg, cfg.seed, stack, writer.scalar)
+    return probe.run_verify(task, data, tcfg, cfg.seed, stack, writer.scalar)
 
 
-def evaluate(cfg, upstream_spec: str, workdir: str, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Runs every task of `cfg.tasks_to_run`; returns {task: {metric: value}}."""
-    t_start = time.time()
+def run_abx(tcfg, shard_dir: str, splits, feats: Features, layer: int | None, seed: int,
+            log: Callable[[str], None]) -> probe.TaskResult:
+    """Across-speaker ABX of every split named: isolated words (`task == "word"`) give the
+    `word` error, running speech with phone alignments the triphone `phone` error."""
+    from ssl_jax.downstream import abx
+
+    t0 = time.time()
+    metrics, units, info = {}, {}, {"triplets": {}, "utterances": {}}
+    for split in splits:
+        manifest = ShardSource(shard_dir, split).manifest
+        kind = "word" if any(m.get("task") == "word" for m in manifest) else "phone"
+        items = abx.word_items(manifest) if kind == "word" else abx.triphone_items(manifest)
+        fs = feats.get(shard_dir, split)
+        res = abx.evaluate_abx(lambda u: fs.frames(u, layer), fs.frame_rate, items,
+                               max_triplets=tcfg.max_triplets, seed=seed, distance=tcfg.distance, log=log)
+        metrics[kind] = res.error
+        units[kind] = stats.Ratio(*res.test_unit_sums())
+        info[kind] = {k: v for k, v in res.summary().items() if k not in ("error", "interval")}
+        info["triplets"][kind] = int(res.is_test.sum())
+        info["utterances"][kind] = len(manifest)
+    fit = probe.FitResult(params=None, best_step=0, steps=0, valid={}, seconds=time.time() - t0)
+    return probe.TaskResult(metrics=metrics, units=units, layer_weights=np.zeros((0,)), fit=fit, info=info)
+
+
+def upstream_identity(spec: str, normalize: bool | None) -> str:
+    """What the features depend on: the spec, and for checkpoints the resolved step folder and its time."""
+    ident = spec
+    if os.path.exists(spec):
+        from ssl_jax.training.checkpoint import resolve_step_dir
+
+        step_dir = resolve_step_dir(spec)
+        ident = f"{os.path.abspath(step_dir)}@{os.path.getmtime(step_dir):.0f}"
+    return f"{ident}|normalize={normalize}"
+
+
+def _config_key(cfg) -> str:
+    d = cfg.to_dict()
+    d.pop("extract", None)
+    return _tag(json.dumps(d, sort_keys=True, default=str))
+
+
+def evaluate_upstream(cfg, spec: str, name: str, workdir: str, shared: str, normalize: bool | None,
+                      log: Callable[[str], None]) -> dict[str, Any]:
+    """Every task of `cfg.tasks_to_run` on one upstream; writes its outputs into `workdir`.
+
+    `shared` holds what every upstream reuses: converted datasets (`datasets/`) and, unless
+    `extract.cache_dir` says otherwise, the feature stores (`features/NAME/`).
+
+    Returns:
+        {"results": {task: {metric: value}}, "units": {task: {metric: stats.Metric}}, "details": ...}.
+        A previous run in `workdir` with the same config and upstream is reused.
+    """
     os.makedirs(workdir, exist_ok=True)
-    for name in cfg.tasks_to_run:
-        tasks.get(name)
-        if name not in cfg.tasks:
-            raise KeyError(f"task {name!r} has no settings under config.tasks ({sorted(cfg.tasks)})")
-    upstream = upstreams.load(upstream_spec)
-    up_name = getattr(upstream, "name", upstream_spec)
+    key = {"config": _config_key(cfg), "upstream": upstream_identity(spec, normalize)}
+    cached = _load_cached(workdir, key, cfg.tasks_to_run)
+    if cached is not None:
+        log(f"upstream {name}: reusing the results in {workdir} (same config and upstream)")
+        return cached
+    t_start = time.time()
+    upstream = upstreams.load(spec, normalize=normalize)
+    layer = None if cfg.single_layer < 0 else int(cfg.single_layer)
     stack = max(1, int(round(upstream.frame_rate / cfg.target_rate)))
-    log(f"upstream {upstream_spec}: {upstream.frame_rate:g} Hz frames, heads read {stack} stacked")
-    cache = FeatureCache(upstream, cfg.extract.batch_size, log)
+    log(f"upstream {name}: {upstream.frame_rate:g} Hz frames, heads read {stack} stacked"
+        + (f", layer {layer} only" if layer is not None else ""))
+    cache_root = cfg.extract.cache_dir or os.path.join(shared, "features")
+    feats = Features(upstream, key["upstream"], os.path.join(cache_root, name), cfg.extract.batch_size, log)
     writer = report.ScalarWriter(os.path.join(workdir, "tb"))
     results: dict[str, dict[str, float]] = {}
-    details: dict[str, Any] = {"upstream": upstream_spec, "tasks": {}}
-    weights: dict[str, np.ndarray] = {}
-    rows = []
+    units: dict[str, dict[str, stats.Metric]] = {}
+    details: dict[str, Any] = {"upstream": spec, "name": name, "key": key, "tasks": {}}
     try:
-        for name in cfg.tasks_to_run:
+        for tname in cfg.tasks_to_run:
             t0 = time.time()
-            feat_before = cache.seconds
-            res = run_task(name, cfg, cache, writer, stack, os.path.join(workdir, "datasets"))
-            task = tasks.get(name)
-            results[name] = {k: float(v) for k, v in res.metrics.items()}
-            weights[name] = res.layer_weights
-            size = f"{res.info['utterances']['test']} utts"
-            if "trials" in res.info:
-                size += f", {res.info['trials']['test']} trials"
-            rows.append((cfg.tasks[name].title, task.metric, results[name][task.metric], task.lower_is_better, size))
-            details["tasks"][name] = {
-                "test": results[name], "valid": res.fit.valid, "best_step": res.fit.best_step,
+            feat_before = feats.seconds
+            res = run_task(tname, cfg, feats, writer, stack, layer, os.path.join(shared, "datasets"), log)
+            units[tname] = res.units
+            results[tname] = {}
+            for metric, m in res.units.items():
+                lo, hi = stats.interval(m, seed=cfg.seed)
+                results[tname][metric] = float(res.metrics[metric])
+                results[tname][f"{metric}_ci"] = [lo, hi]
+            details["tasks"][tname] = {
+                "test": results[tname], "valid": res.fit.valid, "best_step": res.fit.best_step,
                 "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 1),
-                "extract_seconds": round(cache.seconds - feat_before, 1),
-                "layer_weights": [round(float(w), 4) for w in res.layer_weights], **res.info}
-            writer.scalar(f"{name}/test_{task.metric}", results[name][task.metric], res.fit.steps)
-            log(f"{name}: test {results[name]} (valid {res.fit.valid}, best step {res.fit.best_step}"
-                f"/{res.fit.steps}, {time.time() - t0:.0f}s)")
+                "extract_seconds": round(feats.seconds - feat_before, 1),
+                "seconds": round(time.time() - t0, 1),
+                "layer_weights": [round(float(w), 4) for w in res.layer_weights],
+                "curve": res.fit.curve, **res.info}
+            primary = tasks.get(tname).metric if tasks.get(tname).metric in res.metrics else next(iter(res.metrics))
+            writer.scalar(f"{tname}/test_{primary}", results[tname][primary], res.fit.steps)
+            log(f"{tname}: test {_brief(results[tname])} (valid {_brief(res.fit.valid)}, best step "
+                f"{res.fit.best_step}/{res.fit.steps}, {time.time() - t0:.0f}s)")
     finally:
         writer.close()
-    details["extract_seconds"] = round(cache.seconds, 1)
+    details["extract_seconds"] = round(feats.seconds, 1)
     details["total_seconds"] = round(time.time() - t_start, 1)
-    table = report.format_table(up_name, rows)
+    details["peak_rss_mib"] = round(peak_rss_mib(), 1)
+    _write_upstream(workdir, cfg, name, results, units, details)
+    return {"results": results, "units": units, "details": details}
+
+
+def _brief(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if not k.endswith("_ci"))
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _write_upstream(workdir: str, cfg, name: str, results, units, details) -> None:
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     with open(os.path.join(workdir, "details.json"), "w") as f:
         json.dump(details, f, indent=1)
+    arrays = {}
+    for tname, ms in units.items():
+        for metric, m in ms.items():
+            arrays.update(stats.to_arrays(m, f"{tname}/{metric}"))
+    np.savez(os.path.join(workdir, "units.npz"), **arrays)
+    rows = []
+    for tname in cfg.tasks_to_run:
+        task = tasks.get(tname)
+        for metric in results[tname]:
+            if metric.endswith("_ci"):
+                continue
+            title = cfg.tasks[tname].title if metric == task.metric else f"  {metric}"
+            lower = task.lower_is_better_for(metric)
+            size = _size(details["tasks"][tname], metric)
+            rows.append((title, metric, results[tname][metric], tuple(results[tname][f"{metric}_ci"]),
+                         lower, size))
+    table = report.format_table(name, rows)
     with open(os.path.join(workdir, "results.txt"), "w") as f:
         f.write(table + "\n")
-    report.plot_layer_weights(weights, os.path.join(workdir, "layer_weights.png"),
-                              f"learned layer weights, upstream {up_name}")
-    log(table)
-    log(f"total {details['total_seconds']:.0f}s (feature extraction {details['extract_seconds']:.0f}s); "
-        f"results in {workdir}/results.json")
-    return results
+    report.plot_layer_weights({t: np.array(d["layer_weights"]) for t, d in details["tasks"].items()
+                               if d["layer_weights"]},
+                              os.path.join(workdir, "layer_weights.png"), f"learned layer weights, upstream {name}")
+    if "abx" in details["tasks"]:
+        abx_info = {k: v for k, v in details["tasks"]["abx"].items() if k in ("word", "phone")}
+        report.plot_abx_layers(abx_info, os.path.join(workdir, "abx_layers.png"), f"ABX per layer, upstream {name}")
+    report.plot_curves({t: d["curve"] for t, d in details["tasks"].items() if d["curve"]},
+                       {t: tasks.get(t).metric for t in details["tasks"]},
+                       os.path.join(workdir, "curves.png"), f"validation curves, upstream {name}")
+
+
+def _size(d: dict[str, Any], metric: str) -> str:
+    """Test size of a task as the table shows it."""
+    if "triplets" in d:  # ABX
+        return f"{d['triplets'][metric]} test triplets, {d['utterances'][metric]} utts"
+    size = f"{d['utterances']['test']} utts"
+    if "trials" in d:
+        size += f", {d['trials']['test']} trials"
+    return size
+
+
+def _load_cached(workdir: str, key: dict[str, str], task_names) -> dict[str, Any] | None:
+    paths = [os.path.join(workdir, n) for n in ("results.json", "details.json", "units.npz")]
+    if not all(os.path.exists(p) for p in paths):
+        return None
+    with open(paths[1]) as f:
+        details = json.load(f)
+    if details.get("key") != key or list(details.get("tasks", {})) != list(task_names):
+        return None
+    with open(paths[0]) as f:
+        results = json.load(f)
+    arrays = np.load(paths[2])
+    units = {t: {m: stats.from_arrays(arrays, f"{t}/{m}") for m in results[t] if not m.endswith("_ci")}
+             for t in results}
+    return {"results": results, "units": units, "details": details}
+
+
+def _check_spec(spec: str) -> None:
+    """A clear error before any work for an upstream that cannot exist."""
+    if spec in ("fbank", "mfcc"):
+        return
+    path = spec.split(":")[1] if spec.startswith("random:") else spec
+    if not os.path.exists(path):
+        what = "config file" if spec.startswith("random:") else "checkpoint path"
+        raise FileNotFoundError(f"upstream {spec!r}: not 'fbank' or 'mfcc' and no such {what}")
+
+
+def upstream_names(specs: list[str]) -> list[str]:
+    """Short unique names: `fbank`, `mfcc`, `random-NAME`, or a checkpoint folder's base name."""
+    names = []
+    for spec in specs:
+        if spec.startswith("random:"):
+            base = "random-" + os.path.splitext(os.path.basename(spec.split(":")[1]))[0]
+        elif os.path.exists(spec):
+            base = os.path.basename(os.path.normpath(spec))
+            if base.isdigit() or base == "checkpoints":  # a step folder: name it by its run
+                parts = os.path.normpath(spec).split(os.sep)
+                base = "-".join(p for p in parts[-3:] if p != "checkpoints")
+        else:
+            base = spec
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def parse_normalize(value: str | bool | None) -> bool | None:
+    if value in (None, "auto"):
+        return None
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ValueError(f"--upstream_normalize must be auto, true or false; got {value!r}")
+
+
+def evaluate(cfg, upstream_spec: str, workdir: str, log: Callable[[str], None] = print,
+             upstream_normalize: str | bool | None = "auto") -> dict[str, Any]:
+    """Runs every task of `cfg.tasks_to_run` on each upstream of the comma-separated spec.
+
+    Returns:
+        {task: {metric: value, metric_ci: [lo, hi]}} for one upstream; {name: that} for several.
+    """
+    t_start = time.time()
+    for name in cfg.tasks_to_run:
+        tasks.get(name)
+        if name not in cfg.tasks:
+            raise KeyError(f"task {name!r} has no settings under config.tasks ({sorted(cfg.tasks)})")
+    specs = [s.strip() for s in upstream_spec.split(",") if s.strip()]
+    if not specs:
+        raise ValueError("--upstream names no upstream")
+    for spec in specs:
+        _check_spec(spec)
+    normalize = parse_normalize(upstream_normalize)
+    names = upstream_names(specs)
+    os.makedirs(workdir, exist_ok=True)
+    runs = {}
+    for spec, name in zip(specs, names):
+        out = workdir if len(specs) == 1 else os.path.join(workdir, name)
+        runs[name] = evaluate_upstream(cfg, spec, name, out, workdir, normalize, log)
+        log(open(os.path.join(out, "results.txt")).read().rstrip())
+    if len(specs) > 1:
+        table = report.write_comparison(workdir, cfg, names, runs)
+        log(table)
+    log(f"total {time.time() - t_start:.0f}s, peak RSS {peak_rss_mib():.0f} MiB; results in {workdir}")
+    if len(specs) == 1:
+        return runs[names[0]]["results"]
+    return {n: r["results"] for n, r in runs.items()}
 
 
 if __name__ == "__main__":
     from ssl_jax.training.config_check import run_upstream_command
 
-    run_upstream_command(evaluate, "evaluation suite config (configs/eval/*.py)", "'fbank' or an ssl_jax checkpoint / workdir")
+    run_upstream_command(evaluate, "evaluation suite config (configs/eval/*.py)",
+                         "'fbank', 'mfcc', 'random:CONFIG' or an ssl_jax checkpoint / workdir; several comma-separated")

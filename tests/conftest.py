@@ -17,3 +17,13 @@ def tiny_corpus(tmp_path_factory):
     out = tmp_path_factory.mktemp("corpus")
     synth.build_corpus(str(out), hours=0.05, seed=0)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_eval_corpus(tmp_path_factory):
+    """A tiny evaluation corpus (every split, 2% of the counts) shared by the session."""
+    from ssl_jax.data import synth
+
+    out = str(tmp_path_factory.mktemp("evalcorpus") / "c")
+    synth.build_eval_corpus(out, seed=0, scale=0.02, num_workers=2)
+    return out

@@ -5,52 +5,87 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def fbank_run(tiny_corpus, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("eval_fbank"))
+def compare_run(tiny_eval_corpus, tmp_path_factory):
+    """FBANK and MFCC, smoke settings, on the tiny evaluation corpus, through the command line."""
+    workdir = str(tmp_path_factory.mktemp("eval_cmp"))
     cmd = [sys.executable, "-m", "ssl_jax.evaluate", "--config=configs/eval/superb_tiny.py:smoke",
-           "--upstream=fbank", f"--workdir={workdir}", f"--config.data.path={tiny_corpus}"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+           "--upstream=fbank,mfcc", f"--workdir={workdir}", f"--config.data.path={tiny_eval_corpus}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return workdir, proc.stdout
 
 
-def test_results_json_has_every_task_and_metric(fbank_run):
-    workdir, _ = fbank_run
-    with open(os.path.join(workdir, "results.json")) as f:
-        results = json.load(f)
-    expected = {"pr": "per", "ks": "acc", "sid": "acc", "ic": "acc", "er": "acc", "asr": "wer", "asv": "eer"}
-    assert set(results) == set(expected)
-    for task, metric in expected.items():
-        value = results[task][metric]
-        assert 0.0 <= value <= (2.0 if metric in ("per", "wer") else 1.0), (task, value)
+EXPECTED = {"pr": "per", "ks": "acc", "sid": "acc", "ic": "acc", "er": "acc", "asr": "wer", "asv": "eer",
+            "abx": "word"}
 
 
-def test_table_plot_tensorboard_and_details(fbank_run):
-    workdir, stdout = fbank_run
-    assert "SUPERB-style results, upstream: fbank" in stdout
+def test_results_json_has_every_task_metric_and_interval(compare_run):
+    workdir, _ = compare_run
+    for name in ("fbank", "mfcc"):
+        with open(os.path.join(workdir, name, "results.json")) as f:
+            results = json.load(f)
+        assert set(results) == set(EXPECTED)
+        for task, metric in EXPECTED.items():
+            value, (lo, hi) = results[task][metric], results[task][f"{metric}_ci"]
+            # Error rates of a 20-step probe may exceed 1 (insertions); the rest are shares.
+            assert 0.0 <= value <= (np.inf if metric in ("per", "wer") else 1.0), (task, value)
+            assert lo <= value <= hi, (task, value, lo, hi)
+        assert {"acc_action", "acc_object", "acc_location", "acc"} <= set(results["ic"])
+        assert {"word", "phone"} <= set(results["abx"])
+
+
+def test_comparison_table_plots_tensorboard_and_details(compare_run):
+    workdir, stdout = compare_run
+    assert "SUPERB-style results, upstream: fbank" in stdout and "upstream: mfcc" in stdout
     assert "prosody classes" in stdout
-    with open(os.path.join(workdir, "layer_weights.png"), "rb") as f:
-        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-    events = os.listdir(os.path.join(workdir, "tb"))
-    assert any(e.startswith("events.out.tfevents") for e in events)
+    with open(os.path.join(workdir, "comparison.json")) as f:
+        comparison = json.load(f)
+    assert comparison["upstreams"] == ["fbank", "mfcc"]
+    rows = {(r["task"], r["metric"]): r for r in comparison["rows"]}
+    assert set(EXPECTED.items()) <= set(rows)
+    for row in rows.values():
+        cell = row["cells"]["mfcc"]
+        assert 0.0 <= cell["p_value"] <= 1.0 and cell["better"] in (-1, 0, 1)
+        assert (cell["better"] != 0) <= (cell["p_value"] < 0.05)
+    md = open(os.path.join(workdir, "comparison.md")).read()
+    assert "| task | metric | fbank | mfcc |" in md and "p < 0.05" in md
+    for png in ("comparison.png", "fbank/layer_weights.png", "fbank/curves.png"):
+        with open(os.path.join(workdir, png), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(os.path.join(workdir, "tb"))
+    acc = EventAccumulator(os.path.join(workdir, "fbank", "tb"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"ks/valid_acc", "pr/train_loss", "asv/valid_eer", "asr/test_wer"} <= tags
-    with open(os.path.join(workdir, "details.json")) as f:
+    with open(os.path.join(workdir, "fbank", "details.json")) as f:
         details = json.load(f)
     # FBANK is one "layer": its softmax weight is exactly 1.
     assert details["tasks"]["ks"]["layer_weights"] == [1.0]
     assert details["tasks"]["asv"]["test_speakers"] >= 2
     assert details["tasks"]["asr"]["stack"] == 2
+    assert details["tasks"]["pr"]["curve"][-1]["step"] == details["tasks"]["pr"]["steps"]
+    assert len(details["tasks"]["abx"]["word"]["layer_errors"]) == 1
+    assert details["peak_rss_mib"] > 0
+    # Features were extracted once per split and upstream, on disk.
+    stores = [d for d, _, files in os.walk(os.path.join(workdir, "features")) if "frames.bin" in files]
+    assert len(stores) == 2 * 6
+
+
+def test_a_second_run_reuses_results(compare_run, tiny_eval_corpus):
+    workdir, _ = compare_run
+    cmd = [sys.executable, "-m", "ssl_jax.evaluate", "--config=configs/eval/superb_tiny.py:smoke",
+           "--upstream=fbank,mfcc", f"--workdir={workdir}", f"--config.data.path={tiny_eval_corpus}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("reusing the results") == 2
 
 
 def test_unknown_task_and_bad_upstream_are_clear_errors(tmp_path):
@@ -94,7 +129,10 @@ def test_task_on_a_real_dataset_layout(tmp_path, monkeypatch):
     cfg.tasks_to_run = ("ic",)
     cfg.tasks.ic.data = f"fluent_speech_commands:{root}"
     cfg.tasks.ic.update(dict(lr=1e-2, max_steps=60, eval_every=20, batch_size=8))
-    monkeypatch.setattr(upstreams, "load", lambda spec: fakes.SpectrumUpstream())
+    monkeypatch.setattr(upstreams, "load", lambda spec, normalize=None: fakes.SpectrumUpstream())
+    monkeypatch.setattr(evaluate, "_check_spec", lambda spec: None)
     results = evaluate.evaluate(cfg, "spectrum", str(tmp_path / "out"), log=lambda m: None)
     assert results["ic"]["acc"] >= 0.75
-    assert os.path.exists(tmp_path / "out" / "datasets" / "fluent_speech_commands" / "prepare.json")
+    prepared = [d for d in os.listdir(tmp_path / "out" / "datasets") if d.startswith("fluent_speech_commands-")]
+    assert len(prepared) == 1  # named by reader and a hash of the source path
+    assert os.path.exists(tmp_path / "out" / "datasets" / prepared[0] / "prepare.json")

@@ -1,18 +1,26 @@
-"""SUPERB-style probing on the embedded eSpeak NG corpus (CPU-sized; Yang et al., 2021).
+"""SUPERB-style probing on the embedded eSpeak NG evaluation corpus (CPU-sized; Yang et al., 2021).
 
   python -m ssl_jax.evaluate --config=configs/eval/superb_tiny.py --upstream=fbank --workdir=/tmp/eval_fbank
-  python -m ssl_jax.evaluate --config=configs/eval/superb_tiny.py --upstream=runs/w2v2_tiny --workdir=/tmp/eval_w2v2
+  python -m ssl_jax.evaluate --config=configs/eval/superb_tiny.py \
+      --upstream=fbank,mfcc,random:configs/w2v2_tiny.py,runs/w2v2_tiny --workdir=/tmp/eval_cmp
 
 The `smoke` variant (`--config=configs/eval/superb_tiny.py:smoke`) runs a few steps per task.
 
+Data: the evaluation corpus (`ssl_jax.data.synth.ensure_eval_corpus`, built once into the
+cache), whose speakers are not in the pretraining corpus; its test splits hold 600 keyword
+clips, 624 commands, 300 English sentences, 1,554 utterances for SID/ER, 24 held-out speakers
+for ASV and two ABX sets (54 words x 24 speakers; triphones of 288 sentences).
+
 Protocol as in SUPERB: frozen upstream, learnable softmax weights over all hidden states,
 light heads, hyper-parameters fixed here and identical for every upstream, model selection
-on the valid split, one score on the test split. Deviations (CPU budget): fewer steps and a
+on the valid split, one score on the test split with a 95% bootstrap interval. Deviations (CPU budget): fewer steps and a
 smaller ASR BiLSTM (1 layer of 128 units instead of 2 of 1024); frame-level heads read
 adjacent frames stacked to about 50 Hz (FBANK's 100 Hz frames are stacked in pairs); every
 layer is standardised with training-split statistics. ER here scores the corpus' four
 prosody classes (neutral / fast_high / slow_low / loud), not emotions. ASV trains on the
 training speakers and is scored on trials among the held-out speakers of `test_unseen`.
+`abx` trains nothing: across-speaker ABX error (DTW over angular frame distances) of words
+and of triphones, layer chosen on a dev half of the labels.
 """
 
 from ml_collections import config_dict
@@ -34,15 +42,16 @@ def head(**kw) -> config_dict.ConfigDict:
 def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c = config_dict.ConfigDict()
     c.seed = 0
-    c.tasks_to_run = ("pr", "ks", "sid", "ic", "er", "asr", "asv")
+    c.tasks_to_run = ("pr", "ks", "sid", "ic", "er", "asr", "asv", "abx")
+    c.single_layer = -1  # >= 0: probe this hidden state alone instead of the weighted sum
 
     c.data = config_dict.ConfigDict()
-    c.data.path = ""  # empty: the embedded corpus, built once into the cache
-    c.data.synth_hours = 1.0
-    c.data.synth_seed = 0
+    c.data.path = ""  # empty: the embedded evaluation corpus, built once into the cache
+    c.data.synth_seed = 0  # the evaluation corpus' seed
 
     c.extract = config_dict.ConfigDict()
     c.extract.batch_size = 8
+    c.extract.cache_dir = ""  # feature stores; empty: WORKDIR/features
     c.target_rate = 50.0  # frame-level heads: stack adjacent frames down to about this rate
 
     c.tasks = config_dict.ConfigDict()
@@ -55,10 +64,16 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.tasks.asr = head(title="ASR (WER, chars, greedy)", head="bilstm", hidden=128, lstm_layers=1,
                        lr=2e-3, batch_size=16, max_steps=800, eval_every=100)
     c.tasks.asv = head(title="ASV (EER, unseen speakers)", splits=("train", "valid", "test_unseen"),
-                       channels=128, embed_dim=64, trials_per_utterance=10,
+                       channels=128, embed_dim=64, trials_per_utterance=12,
                        lr=2e-3, batch_size=16, max_steps=1000)
+    c.tasks.abx = config_dict.ConfigDict(dict(
+        title="ABX across speakers (error)", data="", splits=("abx_words", "abx_sentences"),
+        max_triplets=20_000, distance="angular"))
     if arg == "smoke":  # a minute-long end-to-end check (tests), not a measurement
-        for t in c.tasks.values():
+        for name, t in c.tasks.items():
+            if name == "abx":
+                t.max_triplets = 2000
+                continue
             t.max_steps, t.eval_every, t.batch_size, t.eval_batch_size = 20, 10, 8, 8
             t.bucket_ratio = 2.0
         c.tasks.asr.hidden = 16

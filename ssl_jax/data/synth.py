@@ -353,7 +353,8 @@ def _eval_plan(seed: int, scale: float = 1.0
     mixed = [s for pair in zip(held_en, held_other) for s in pair]
     mixed += held_en[len(held_other):] + held_other[len(held_en):]
     unseen = mixed[:min(len(mixed), count(len(mixed), 2))]
-    abx_speakers = seen_en[:min(len(seen_en), count(EVAL_ABX_SPEAKERS, 2))]
+    # Floors keep small test corpora able to form ABX triplets in both dev and test halves.
+    abx_speakers = seen_en[:min(len(seen_en), count(EVAL_ABX_SPEAKERS, 3))]
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7A1]))
     by_split: dict[str, list[dict]] = {s: [] for s in EVAL_SPLITS}
@@ -412,11 +413,11 @@ def _eval_plan(seed: int, scale: float = 1.0
 
     # ABX: every word once per speaker; running speech of the same words. The speakers'
     # base prosody (neutral style) leaves the speaker as the only nuisance.
-    words = sentences.ABX_WORDS[:min(len(sentences.ABX_WORDS), count(len(sentences.ABX_WORDS), 4))]
+    words = sentences.ABX_WORDS[:min(len(sentences.ABX_WORDS), count(len(sentences.ABX_WORDS), 8))]
     for spk in abx_speakers:
         for word in words:
             add(spk, "abx_words", "word", "neutral", word)
-        for _ in range(count(EVAL_ABX_SENTENCES)):
+        for _ in range(count(EVAL_ABX_SENTENCES, 6)):
             add(spk, "abx_sentences", "abx_sentence", "neutral",
                 sentences.abx_sentence(rng, int(rng.integers(4, 7))))
     return _in_write_order(rng, by_split, EVAL_SPLITS), seen, unseen, abx_speakers

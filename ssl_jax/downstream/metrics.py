@@ -53,12 +53,14 @@ def accuracy(labels: Sequence, predictions: Sequence) -> float:
     return float(np.mean(labels == predictions))
 
 
-def equal_error_rate(scores: Sequence[float], labels: Sequence[int]) -> float:
+def equal_error_rate(scores: Sequence[float], labels: Sequence[int],
+                     weights: Sequence[float] | None = None) -> float:
     """EER of a verification trial list.
 
     Args:
         scores: [trials] similarity scores, higher = more likely the same speaker.
         labels: [trials] 1 for target (same-speaker) trials, 0 for non-target trials.
+        weights: optional [trials] non-negative trial weights (bootstrap multiplicities).
 
     Returns:
         The error rate where the false-acceptance and false-rejection curves cross,
@@ -68,18 +70,21 @@ def equal_error_rate(scores: Sequence[float], labels: Sequence[int]) -> float:
     labels = np.asarray(labels).astype(bool)
     if scores.shape != labels.shape or scores.ndim != 1:
         raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be equal 1-D shapes")
-    num_pos, num_neg = int(labels.sum()), int((~labels).sum())
+    w = np.ones_like(scores) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != scores.shape or (w < 0).any():
+        raise ValueError(f"weights must be non-negative with shape {scores.shape}, got {w.shape}")
+    num_pos, num_neg = float((w * labels).sum()), float((w * ~labels).sum())
     if num_pos == 0 or num_neg == 0:
         raise ValueError("EER needs both target and non-target trials")
     # Sweep thresholds from high to low; ties are crossed together.
     order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
+    s, y, w = scores[order], labels[order], w[order]
     last_of_tie = np.r_[s[1:] != s[:-1], True]
-    tp = np.cumsum(y)[last_of_tie]
-    fp = np.cumsum(~y)[last_of_tie]
+    tp = np.cumsum(w * y)[last_of_tie]
+    fp = np.cumsum(w * ~y)[last_of_tie]
     fnr = np.r_[1.0, 1.0 - tp / num_pos]  # false rejection, threshold above every score first
     fpr = np.r_[0.0, fp / num_neg]  # false acceptance
-    diff = fnr - fpr  # decreasing from 1 to -1
+    diff = fnr - fpr  # non-increasing from 1 to -1
     k = int(np.argmax(diff <= 0))
     if diff[k] == 0:
         return float(fpr[k])

@@ -1,10 +1,12 @@
-"""Frozen-upstream probing: cached layer features, weighted-sum heads, early-stopped training.
+"""Frozen-upstream probing: weighted-sum heads trained on stored features, early-stopped.
 
-Every hidden state of the upstream is extracted once per split and kept in memory
-(float16), standardised per layer and dimension with statistics of the training split
-(the same rule for every upstream). Heads train with AdamW in one jitted step per batch
-shape; the validation metric picks the best parameters (early stopping), and the test
-split is scored once with them (SUPERB protocol, Yang et al., 2021).
+Every hidden state of the upstream is extracted once per split into an on-disk
+`store.FeatureStore`. A task reads its utterances from the store, standardised per layer and
+dimension with statistics of the task's own training utterances (the same rule for every
+upstream). Heads train with AdamW in one jitted step per batch shape; the validation metric
+picks the best parameters (early stopping), and the test split is scored once with them
+(SUPERB protocol, Yang et al., 2021). Every test metric comes with its per-unit statistics
+(`stats`), from which the evaluator draws bootstrap intervals and paired comparisons.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -21,17 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ssl_jax.downstream import heads, metrics
+from ssl_jax.downstream import heads, metrics, stats
+from ssl_jax.downstream.store import FeatureStore
 from ssl_jax.downstream.tasks import Task
-
-
-class UpstreamFn(Protocol):
-    """What the probe needs of an upstream (fbank or `ssl_jax.Upstream`)."""
-
-    frame_rate: float
-
-    def __call__(self, wavs: np.ndarray, lengths: np.ndarray) -> Any:
-        """wavs: [batch, samples], lengths: [batch] -> object with `hidden_states`, `lengths`."""
 
 
 # --------------------------------------------------------------------------- features
@@ -45,84 +39,49 @@ def bucket(n: int, base: int = 32, ratio: float = 1.25, multiple: int = 16) -> i
 
 
 @dataclasses.dataclass
-class SplitFeatures:
-    """Cached upstream features of one split.
+class TaskData:
+    """One role (train / valid / test) of a task: its utterances in a feature store, standardised.
 
     Attributes:
-        frames: per utterance, [layers, frames, dim] float16.
-        pooled: [utterances, layers, dim] float32, mean over each utterance's frames.
+        store: the split's features.
+        indices: [utterances] rows of the store that belong to the task.
+        targets: per utterance, what the task predicts.
+        mean, std: [layers, dim] standardisation (the task's training statistics) of `layers`.
+        layer: None for every layer, else the one layer the probe reads.
+        trials: verification: official [trials, 3] (i, j, target) rows of `indices`, or None.
     """
 
-    frames: list[np.ndarray]
-    pooled: np.ndarray
+    store: FeatureStore
+    indices: np.ndarray
+    targets: list[Any]
+    mean: np.ndarray
+    std: np.ndarray
+    layer: int | None = None
+    trials: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
 
     @property
     def num_layers(self) -> int:
-        return int(self.pooled.shape[1])
+        return 1 if self.layer is not None else self.store.num_layers
 
     @property
-    def dim(self) -> int:
-        return int(self.pooled.shape[2])
+    def lengths(self) -> np.ndarray:
+        """[utterances] frames per utterance."""
+        return self.store.lengths[self.indices]
 
+    def frames(self, row: int) -> np.ndarray:
+        """Standardised float32 [layers, frames, dim] of utterance `row` of this role."""
+        f = self.store.frames(int(self.indices[row]), self.layer).astype(np.float32)
+        return (f - self.mean[:, None]) / self.std[:, None]
 
-def extract(upstream: UpstreamFn, source, *, batch_size: int = 8,
-            sample_multiple: int = 3200, log: Callable[[str], None] = print) -> list[np.ndarray]:
-    """Runs the upstream over every utterance of a `ShardSource`.
-
-    Utterances are batched by length and padded to a geometric grid of lengths, so that
-    the jitted upstream compiles a handful of shapes.
-
-    Returns:
-        Per utterance, in source order: [layers, frames, dim] float16.
-    """
-    n = len(source)
-    order = np.argsort(source.num_samples, kind="stable")
-    out: list[np.ndarray | None] = [None] * n
-    t0 = time.time()
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        wavs = [source[int(i)]["audio"] for i in idx]
-        lengths = np.array([len(w) for w in wavs], np.int32)
-        if lengths.min() <= 0:
-            raise ValueError(f"{source}: empty utterance among records {idx.tolist()}")
-        width = bucket(int(lengths.max()), base=sample_multiple * 5, multiple=sample_multiple)
-        batch = np.zeros((batch_size, width), np.float32)
-        lens = np.full((batch_size,), lengths[0], np.int32)
-        for r, w in enumerate(wavs):
-            batch[r, :len(w)] = w
-            lens[r] = len(w)
-        # Rows beyond the split's end repeat the first item, so no row is empty.
-        for r in range(len(wavs), batch_size):
-            batch[r] = batch[0]
-        res = upstream(batch, lens)
-        hs = np.stack([np.asarray(h, np.float32) for h in res.hidden_states], axis=1)
-        frame_lens = np.asarray(res.lengths)
-        for r, i in enumerate(idx):
-            out[int(i)] = hs[r, :, :int(frame_lens[r])].astype(np.float16)
-    log(f"  extracted {n} utterances of {source.split} in {time.time() - t0:.1f}s")
-    return out  # type: ignore[return-value]
-
-
-def layer_stats(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-layer, per-dimension mean and std over all frames: two [layers, dim] arrays."""
-    total = sum(f.shape[1] for f in frames)
-    if total == 0:
-        raise ValueError("no frames to compute normalisation statistics from")
-    s = sum(f.astype(np.float64).sum(1) for f in frames)
-    mean = s / total
-    sq = sum(np.square(f.astype(np.float64) - mean[:, None]).sum(1) for f in frames)
-    std = np.sqrt(sq / total)
-    return mean.astype(np.float32), np.maximum(std, 1e-5).astype(np.float32)
-
-
-def normalize(frames: Sequence[np.ndarray], mean: np.ndarray, std: np.ndarray) -> SplitFeatures:
-    """Standardises cached frames and pools them."""
-    normed, pooled = [], []
-    for f in frames:
-        g = (f.astype(np.float32) - mean[:, None]) / std[:, None]
-        normed.append(g.astype(np.float16))
-        pooled.append(g.mean(1) if g.shape[1] else np.zeros_like(mean))
-    return SplitFeatures(frames=normed, pooled=np.stack(pooled).astype(np.float32))
+    def pooled(self) -> np.ndarray:
+        """Standardised mean over frames, float32 [utterances, layers, dim]."""
+        p = self.store.pooled[self.indices]
+        if self.layer is not None:
+            p = p[:, self.layer:self.layer + 1]
+        return ((p - self.mean) / self.std).astype(np.float32)
 
 
 def frame_batch(frames: Sequence[np.ndarray], stack: int, pad_to: int | None = None,
@@ -149,11 +108,18 @@ def frame_batch(frames: Sequence[np.ndarray], stack: int, pad_to: int | None = N
 
 @dataclasses.dataclass
 class FitResult:
+    """Outcome of `fit`: the best parameters and the validation curve that chose them.
+
+    Attributes:
+        curve: one row per validation, {"step", "train_loss", "valid": {metric: value}}.
+    """
+
     params: Any
     best_step: int
     steps: int
     valid: dict[str, float]
     seconds: float
+    curve: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator[dict],
@@ -165,7 +131,10 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
         loss_fn: (params, batch, rng) -> scalar loss.
         batches: infinite iterator of training batches (dicts of numpy arrays).
         validate: params -> metrics dict holding `task.metric`.
-        hp: config with `lr`, `weight_decay`, `clip_norm`, `max_steps`, `eval_every`, `patience`.
+        hp: config with `lr`, `weight_decay`, `clip_norm`, `max_steps`, `eval_every`, `patience`
+            and optionally `min_steps`: early stopping waits until then, because a CTC head
+            sits on a plateau (blanks only) for a while before it learns, and an upstream
+            whose layers are a linear map of another's can take longer to leave it.
     """
     t0 = time.time()
     init_rng, rng = jax.random.split(rng)
@@ -173,6 +142,7 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
     schedule = optax.warmup_constant_schedule(0.0, hp.lr, max(1, hp.max_steps // 20))
     tx = optax.chain(optax.clip_by_global_norm(hp.clip_norm),
                      optax.adamw(schedule, weight_decay=hp.weight_decay))
+    min_steps = int(hp.get("min_steps", 0))
     opt_state = tx.init(params)
 
     @jax.jit
@@ -184,6 +154,7 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
     sign = 1.0 if task.lower_is_better else -1.0
     best, best_score, best_step, best_valid, stale = params, math.inf, 0, {}, 0
     losses: list[float] = []
+    curve: list[dict[str, Any]] = []
     i = 0
     for i in range(1, hp.max_steps + 1):
         params, opt_state, loss = step(params, opt_state, next(batches), jax.random.fold_in(rng, i))
@@ -191,20 +162,23 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
         if not math.isfinite(losses[-1]):
             raise FloatingPointError(f"{task.name}: non-finite training loss at step {i}")
         if i % hp.eval_every == 0 or i == hp.max_steps:
-            log_scalar(f"{task.name}/train_loss", float(np.mean(losses)), i)
+            train_loss = float(np.mean(losses))
+            log_scalar(f"{task.name}/train_loss", train_loss, i)
             losses = []
             valid = validate(params)
             for k, v in valid.items():
                 log_scalar(f"{task.name}/valid_{k}", v, i)
+            curve.append({"step": i, "train_loss": round(train_loss, 5),
+                          "valid": {k: round(float(v), 5) for k, v in valid.items()}})
             score = sign * valid[task.metric]
             if score < best_score:
                 best, best_score, best_step, best_valid, stale = params, score, i, valid, 0
             else:
                 stale += 1
-                if stale >= hp.patience:
+                if stale >= hp.patience and i >= min_steps:
                     break
     return FitResult(params=best, best_step=best_step, steps=i, valid=best_valid,
-                     seconds=time.time() - t0)
+                     seconds=time.time() - t0, curve=curve)
 
 
 def layer_weights(params: Any) -> np.ndarray:
@@ -225,10 +199,17 @@ def layer_weights(params: Any) -> np.ndarray:
     return np.asarray(jax.nn.softmax(jnp.asarray(found[0])))
 
 
-def _random_batches(n: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Infinite index batches: shuffled epochs, fixed batch size (with replacement if n is small)."""
+def _random_batches(n: int, batch_size: int, seed: int, weights: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Infinite index batches: shuffled epochs, fixed batch size (with replacement if n is small).
+
+    With `weights` ([n], e.g. inverse class frequencies), batches are drawn with replacement
+    in proportion to them (class-balanced training, as SUPERB's keyword spotting).
+    """
     rng = np.random.default_rng(seed)
     while True:
+        if weights is not None:
+            yield rng.choice(n, size=batch_size, replace=True, p=weights / weights.sum())
+            continue
         if n < batch_size:
             yield rng.choice(n, size=batch_size, replace=True)
             continue
@@ -259,18 +240,17 @@ def _length_batches(lengths: np.ndarray, batch_size: int, seed: int) -> Iterator
 # --------------------------------------------------------------------------- task families
 
 @dataclasses.dataclass
-class TaskData:
-    """One role (train / valid / test) of a task: features and targets of its utterances."""
-
-    features: SplitFeatures
-    indices: np.ndarray  # utterance indices into the split
-    targets: list[Any]
-    trials: np.ndarray | None = None  # verification: official [trials, 3] (i, j, target) rows of `indices`
-
-
-@dataclasses.dataclass
 class TaskResult:
+    """A probed task.
+
+    Attributes:
+        metrics: test metrics {name: value}.
+        units: per test metric, its per-unit statistics (bootstrap intervals, comparisons).
+        layer_weights: [layers] learned softmax weights.
+    """
+
     metrics: dict[str, float]
+    units: dict[str, stats.Metric]
     layer_weights: np.ndarray
     fit: FitResult
     info: dict[str, Any]
@@ -278,18 +258,22 @@ class TaskResult:
 
 def run_classify(task: Task, data: dict[str, TaskData], hp, seed: int,
                  log_scalar: Callable[[str, float, int], None]) -> TaskResult:
-    """Mean-pool + linear heads (one per label set); accuracy counts all label sets right."""
+    """Mean-pool + linear heads (one per label set); `acc` counts all label sets right.
+
+    Tasks with several label sets (intent slots) also report `acc_<slot>` per set.
+    """
     train = data["train"]
     num_sets = len(train.targets[0])
     classes = [sorted({t[k] for t in train.targets}) for k in range(num_sets)]
     lookup = [{c: i for i, c in enumerate(cs)} for cs in classes]
+    slots = task.slots or tuple(str(k) for k in range(num_sets))
 
     def encode(targets):  # unseen labels -> -1, always counted wrong
         return np.array([[lookup[k].get(t[k], -1) for k in range(num_sets)] for t in targets], np.int32)
 
-    pooled = {r: d.features.pooled[d.indices] for r, d in data.items()}
+    pooled = {r: d.pooled() for r, d in data.items()}
     labels = {r: encode(d.targets) for r, d in data.items()}
-    model = heads.UtteranceClassifier(train.features.num_layers, tuple(len(c) for c in classes))
+    model = heads.UtteranceClassifier(train.num_layers, tuple(len(c) for c in classes))
 
     def loss_fn(params, batch, key):
         del key
@@ -299,20 +283,35 @@ def run_classify(task: Task, data: dict[str, TaskData], hp, seed: int,
 
     predict = jax.jit(lambda p, x: jnp.stack([lg.argmax(-1) for lg in model.apply({"params": p}, x)], -1))
 
-    def score(params, role):
-        pred = np.asarray(predict(params, pooled[role]))
-        correct = (pred == labels[role]).all(-1)
-        return {"acc": float(correct.mean())}
+    def correct(params, role) -> np.ndarray:
+        return np.asarray(predict(params, pooled[role])) == labels[role]  # [utterances, sets]
+
+    def units(params, role) -> dict[str, stats.Metric]:
+        ok = correct(params, role).astype(np.float64)
+        out: dict[str, stats.Metric] = {"acc": stats.Mean(ok.all(-1).astype(np.float64))}
+        if num_sets > 1:
+            out.update({f"acc_{slot}": stats.Mean(ok[:, k]) for k, slot in enumerate(slots)})
+        return out
+
+    weights = None
+    if hp.get("balanced", False):  # inverse frequency of the first label set's classes
+        counts = np.bincount(labels["train"][:, 0], minlength=len(classes[0]))
+        weights = 1.0 / counts[labels["train"][:, 0]]
 
     def batches():
-        for idx in _random_batches(len(pooled["train"]), hp.batch_size, seed):
+        for idx in _random_batches(len(pooled["train"]), hp.batch_size, seed, weights):
             yield {"x": pooled["train"][idx], "y": labels["train"][idx]}
 
-    res = fit(model, (pooled["train"][:2],), loss_fn, batches(), lambda p: score(p, "valid"),
+    def validate(params):
+        return {"acc": float(correct(params, "valid").all(-1).mean())}
+
+    res = fit(model, (pooled["train"][:2],), loss_fn, batches(), validate,
               task, hp, jax.random.PRNGKey(seed), log_scalar)
-    return TaskResult(metrics=score(res.params, "test"), layer_weights=layer_weights(res.params),
-                      fit=res, info={"classes": [len(c) for c in classes],
-                                     "utterances": {r: len(d.indices) for r, d in data.items()}})
+    test_units = units(res.params, "test")
+    return TaskResult(metrics={k: stats.point(m) for k, m in test_units.items()}, units=test_units,
+                      layer_weights=layer_weights(res.params), fit=res,
+                      info={"classes": [len(c) for c in classes],
+                            "utterances": {r: len(d) for r, d in data.items()}})
 
 
 def greedy_ctc(logits: np.ndarray, mask: np.ndarray) -> list[list[int]]:
@@ -333,6 +332,17 @@ def _frames_bucket(hp) -> Callable[[int], int]:
     return lambda n: bucket(n, ratio=ratio)
 
 
+def error_units(refs: Sequence[Sequence[Any]], hyps: Sequence[Sequence[Any]]) -> stats.Ratio:
+    """Per-utterance edit distances over reference lengths (corpus-level error rate as a ratio)."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    num = np.array([metrics.edit_distance(r, h) for r, h in zip(refs, hyps)], np.float64)
+    den = np.array([len(r) for r in refs], np.float64)
+    if den.sum() == 0:
+        raise ValueError("references hold no tokens; the error rate is undefined")
+    return stats.Ratio(num, den)
+
+
 def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
             log_scalar: Callable[[str, float, int], None]) -> TaskResult:
     """Linear or BiLSTM CTC head over tokens of the training targets (blank = 0)."""
@@ -340,17 +350,12 @@ def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
     train = data["train"]
     vocab = sorted({tok for t in train.targets for tok in t})
     ids = {tok: i + 1 for i, tok in enumerate(vocab)}
-    layers = train.features.num_layers
     if hp.head == "linear":
-        model = heads.LinearCTC(layers, len(vocab) + 1)
+        model = heads.LinearCTC(train.num_layers, len(vocab) + 1)
     elif hp.head == "bilstm":
-        model = heads.BiLSTMCTC(layers, len(vocab) + 1, hidden=hp.hidden, lstm_layers=hp.lstm_layers)
+        model = heads.BiLSTMCTC(train.num_layers, len(vocab) + 1, hidden=hp.hidden, lstm_layers=hp.lstm_layers)
     else:
         raise ValueError(f"{task.name}: unknown CTC head {hp.head!r}; expected 'linear' or 'bilstm'")
-
-    def frames_of(role, rows):
-        d = data[role]
-        return [d.features.frames[d.indices[r]] for r in rows]
 
     def loss_fn(params, batch, key):
         del key
@@ -359,12 +364,11 @@ def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
         return (per_utt / jnp.maximum(batch["label_mask"].sum(-1), 1.0)).mean()
 
     apply = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m))
-    train_lengths = np.array([train.features.frames[i].shape[1] for i in train.indices])
     train_ids = [[ids[t] for t in tgt] for tgt in train.targets]
 
     def batches():
-        for rows in _length_batches(train_lengths, hp.batch_size, seed):
-            feats = frames_of("train", rows)
+        for rows in _length_batches(train.lengths, hp.batch_size, seed):
+            feats = [train.frames(r) for r in rows]
             t = fbucket(max(-(-f.shape[1] // stack) for f in feats))
             x, mask = frame_batch(feats, stack, pad_to=t)
             # Labels padded to half the frame bucket (CTC's cost grows with frames x labels),
@@ -379,12 +383,11 @@ def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
 
     def decode(params, role) -> list[list[str]]:
         d = data[role]
-        lens = np.array([d.features.frames[i].shape[1] for i in d.indices])
-        order = np.argsort(lens, kind="stable")
+        order = np.argsort(d.lengths, kind="stable")
         hyps: list[list[str]] = [[] for _ in order]
         for s in range(0, len(order), hp.eval_batch_size):
             rows = order[s:s + hp.eval_batch_size]
-            feats = frames_of(role, rows)
+            feats = [d.frames(r) for r in rows]
             t = fbucket(max(-(-f.shape[1] // stack) for f in feats))
             x, mask = frame_batch(feats, stack, pad_to=t, batch_size=hp.eval_batch_size)
             logits = np.asarray(apply(params, x, mask.astype(np.float32)))
@@ -392,20 +395,25 @@ def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
                 hyps[r] = [vocab[k - 1] for k in seq]
         return hyps
 
-    def score(params, role):
+    def units(params, role) -> dict[str, stats.Metric]:
         hyps, refs = decode(params, role), data[role].targets
         if task.metric == "wer":
-            words = lambda toks: "".join(" " if c == "|" else c for c in toks).strip()
-            return {"wer": metrics.word_error_rate([words(r) for r in refs], [words(h) for h in hyps]),
-                    "cer": metrics.error_rate(refs, hyps)}
-        return {task.metric: metrics.error_rate(refs, hyps)}
+            words = lambda toks: "".join(" " if c == "|" else c for c in toks).split()
+            return {"wer": error_units([words(r) for r in refs], [words(h) for h in hyps]),
+                    "cer": error_units(refs, hyps)}
+        return {task.metric: error_units(refs, hyps)}
 
-    x0, m0 = frame_batch(frames_of("train", [0]), stack)
-    res = fit(model, (x0, m0.astype(np.float32)), loss_fn, batches(), lambda p: score(p, "valid"),
+    def validate(params):
+        return {k: stats.point(m) for k, m in units(params, "valid").items()}
+
+    x0, m0 = frame_batch([train.frames(0)], stack)
+    res = fit(model, (x0, m0.astype(np.float32)), loss_fn, batches(), validate,
               task, hp, jax.random.PRNGKey(seed), log_scalar)
-    return TaskResult(metrics=score(res.params, "test"), layer_weights=layer_weights(res.params),
-                      fit=res, info={"vocab": len(vocab), "stack": stack,
-                                     "utterances": {r: len(d.indices) for r, d in data.items()}})
+    test_units = units(res.params, "test")
+    return TaskResult(metrics={k: stats.point(m) for k, m in test_units.items()}, units=test_units,
+                      layer_weights=layer_weights(res.params), fit=res,
+                      info={"vocab": len(vocab), "stack": stack,
+                            "utterances": {r: len(d) for r, d in data.items()}})
 
 
 def make_trials(speakers: Sequence[str], per_utterance: int, seed: int) -> np.ndarray:
@@ -427,18 +435,17 @@ def make_trials(speakers: Sequence[str], per_utterance: int, seed: int) -> np.nd
 
 def run_verify(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
                log_scalar: Callable[[str, float, int], None]) -> TaskResult:
-    """x-vector-like head trained to classify training speakers; cosine-scored trials."""
+    """x-vector-like head trained to classify training speakers; cosine-scored trials.
+
+    The test EER's units are the test utterances: a bootstrap resamples utterances and
+    weighs each trial by the product of its two utterances' multiplicities.
+    """
     fbucket = _frames_bucket(hp)
     train = data["train"]
     speakers = sorted(set(train.targets))
     spk_id = {s: i for i, s in enumerate(speakers)}
-    model = heads.XVector(train.features.num_layers, len(speakers), channels=hp.channels,
-                          embed_dim=hp.embed_dim)
+    model = heads.XVector(train.num_layers, len(speakers), channels=hp.channels, embed_dim=hp.embed_dim)
     labels = np.array([spk_id[s] for s in train.targets], np.int32)
-
-    def frames_of(role, rows):
-        d = data[role]
-        return [d.features.frames[d.indices[r]] for r in rows]
 
     def loss_fn(params, batch, key):
         del key
@@ -446,52 +453,53 @@ def run_verify(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
         return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
 
     embed = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m)[0])
-    train_lengths = np.array([train.features.frames[i].shape[1] for i in train.indices])
 
     def batches():
-        for rows in _length_batches(train_lengths, hp.batch_size, seed):
-            feats = frames_of("train", rows)
+        for rows in _length_batches(train.lengths, hp.batch_size, seed):
+            feats = [train.frames(r) for r in rows]
             x, mask = frame_batch(feats, stack, pad_to=fbucket(max(-(-f.shape[1] // stack) for f in feats)))
             yield {"x": x, "mask": mask.astype(np.float32), "y": labels[rows]}
 
-    # Evaluation pools: frames and speakers per role. When the valid split holds no two
-    # utterances of one speaker, its trials pair valid utterances with training ones.
+    # Evaluation pools: (role, row) pairs and speakers per role. When the valid split holds
+    # no two utterances of one speaker, its trials pair valid utterances with training ones.
     pools = {}
     for role in ("valid", "test"):
         d = data[role]
-        frames = [d.features.frames[i] for i in d.indices]
+        members = [(role, r) for r in range(len(d))]
         spk = list(d.targets)
         if role == "valid" and d.trials is None and len(set(spk)) == len(spk):
             taken: dict[str, int] = {}
-            extra = []
             for r, s in enumerate(train.targets):
                 if s in set(spk) and taken.get(s, 0) < 2:
                     taken[s] = taken.get(s, 0) + 1
-                    extra.append(r)
-            frames += frames_of("train", extra)
-            spk += [train.targets[r] for r in extra]
+                    members.append(("train", r))
+                    spk.append(s)
         trials = d.trials if d.trials is not None else make_trials(spk, hp.trials_per_utterance, seed)
-        pools[role] = (frames, trials)
+        pools[role] = (members, trials)
 
-    def score(params, role):
-        frames, tr = pools[role]
-        order = np.argsort([f.shape[1] for f in frames], kind="stable")
+    def scored(params, role) -> stats.Eer:
+        members, tr = pools[role]
+        lens = [int(data[ro].lengths[r]) for ro, r in members]
+        order = np.argsort(lens, kind="stable")
         emb = np.zeros((len(order), hp.embed_dim), np.float32)
         for s in range(0, len(order), hp.eval_batch_size):
             rows = order[s:s + hp.eval_batch_size]
-            feats = [frames[r] for r in rows]
+            feats = [data[members[k][0]].frames(members[k][1]) for k in rows]
             x, mask = frame_batch(feats, stack, pad_to=fbucket(max(-(-f.shape[1] // stack) for f in feats)),
                                   batch_size=hp.eval_batch_size)
             emb[rows] = np.asarray(embed(params, x, mask.astype(np.float32)))[:len(rows)]
         emb /= np.maximum(np.linalg.norm(emb, axis=-1, keepdims=True), 1e-8)
         cos = (emb[tr[:, 0]] * emb[tr[:, 1]]).sum(-1)
-        return {"eer": metrics.equal_error_rate(cos, tr[:, 2])}
+        return stats.Eer(trials=tr, scores=cos.astype(np.float64), units=len(members))
 
-    x0, m0 = frame_batch(frames_of("train", [0]), stack)
-    res = fit(model, (x0, m0.astype(np.float32)), loss_fn, batches(), lambda p: score(p, "valid"),
+    x0, m0 = frame_batch([train.frames(0)], stack)
+    res = fit(model, (x0, m0.astype(np.float32)), loss_fn, batches(),
+              lambda p: {"eer": stats.point(scored(p, "valid"))},
               task, hp, jax.random.PRNGKey(seed), log_scalar)
-    return TaskResult(metrics=score(res.params, "test"), layer_weights=layer_weights(res.params),
-                      fit=res, info={"train_speakers": len(speakers),
-                                     "test_speakers": len(set(data["test"].targets)),
-                                     "trials": {r: int(len(p[1])) for r, p in pools.items()},
-                                     "utterances": {r: len(d.indices) for r, d in data.items()}})
+    test_units = {"eer": scored(res.params, "test")}
+    return TaskResult(metrics={k: stats.point(m) for k, m in test_units.items()}, units=test_units,
+                      layer_weights=layer_weights(res.params), fit=res,
+                      info={"train_speakers": len(speakers),
+                            "test_speakers": len(set(data["test"].targets)),
+                            "trials": {r: int(len(p[1])) for r, p in pools.items()},
+                            "utterances": {r: len(d) for r, d in data.items()}})

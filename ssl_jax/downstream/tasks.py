@@ -1,10 +1,11 @@
 """Registry of downstream tasks: which utterances a task reads and what it predicts.
 
-A task turns manifest entries (interface #2 fields, or the same fields written by
+A task turns manifest entries (the corpus' manifest fields, or the same fields written by
 `readers`) into targets. Three families share the probe code: `classify` (utterance
 labels, mean-pool + linear; several label sets are all-or-nothing, as SUPERB scores
 intent classification), `ctc` (token sequences: phonemes or characters) and `verify`
-(speaker embeddings scored on trial pairs).
+(speaker embeddings scored on trial pairs). The fourth, `abx`, trains nothing: it scores
+across-speaker ABX discrimination of words and triphones (`ssl_jax.downstream.abx`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Task:
         select: which manifest entries belong to the task.
         target: entry -> tuple of labels (classify), list of tokens (ctc) or speaker (verify).
         lower_is_better: for the primary metric.
+        slots: classify tasks with several label sets: the name of each set.
     """
 
     name: str
@@ -38,12 +40,20 @@ class Task:
     select: Callable[[dict[str, Any]], bool]
     target: Callable[[dict[str, Any]], Any]
     lower_is_better: bool = False
+    slots: tuple[str, ...] | None = None
+
+    def lower_is_better_for(self, metric: str) -> bool:
+        """Direction of any reported metric: accuracies go up, error rates go down."""
+        return self.lower_is_better and not metric.startswith("acc")
+
+
+FAMILIES = ("classify", "ctc", "verify", "abx")
 
 
 def register(task: Task) -> Task:
     if task.name in _TASKS:
         raise ValueError(f"task {task.name!r} is already registered")
-    if task.family not in ("classify", "ctc", "verify"):
+    if task.family not in FAMILIES:
         raise ValueError(f"unknown task family {task.family!r}")
     _TASKS[task.name] = task
     return task
@@ -74,13 +84,18 @@ def asr_tokens(entry: dict[str, Any]) -> list[str]:
     return ["|" if c == " " else c for c in normalize_text(entry["text"])]
 
 
+def _sentence(entry: dict[str, Any]) -> bool:
+    """Read sentences (LibriSpeech-like), not keywords, commands or isolated words."""
+    return entry.get("task", "sentence") == "sentence"
+
+
 def _speech(entry: dict[str, Any]) -> bool:
     return entry.get("task", "sentence") != "keyword" or entry.get("keyword") != "_silence_"
 
 
 register(Task(
     name="pr", family="ctc", metric="per", title="PR (PER)", lower_is_better=True,
-    select=lambda e: is_english(e) and e.get("task", "sentence") != "keyword" and bool(e.get("phonemes")),
+    select=lambda e: is_english(e) and _sentence(e) and bool(e.get("phonemes")),
     target=lambda e: list(e["phonemes"])))
 register(Task(
     name="ks", family="classify", metric="acc", title="KS (acc)",
@@ -93,7 +108,8 @@ register(Task(
 register(Task(
     name="ic", family="classify", metric="acc", title="IC (acc)",
     select=lambda e: e.get("task") == "intent" and e.get("intent") is not None,
-    target=lambda e: (e["intent"]["action"], e["intent"]["object"], e["intent"]["location"])))
+    target=lambda e: (e["intent"]["action"], e["intent"]["object"], e["intent"]["location"]),
+    slots=("action", "object", "location")))
 register(Task(
     name="er", family="classify", metric="acc", title="ER (acc)",
     # On the embedded corpus these are prosody classes, not emotions; readers.iemocap
@@ -102,10 +118,12 @@ register(Task(
     target=lambda e: (e["style"],)))
 register(Task(
     name="asr", family="ctc", metric="wer", title="ASR (WER)", lower_is_better=True,
-    select=lambda e: is_english(e) and e.get("task", "sentence") != "keyword"
-    and bool(normalize_text(e.get("text") or "")),
+    select=lambda e: is_english(e) and _sentence(e) and bool(normalize_text(e.get("text") or "")),
     target=asr_tokens))
 register(Task(
     name="asv", family="verify", metric="eer", title="ASV (EER)", lower_is_better=True,
     select=lambda e: _speech(e) and e.get("speaker") is not None,
     target=lambda e: e["speaker"]))
+register(Task(
+    name="abx", family="abx", metric="word", title="ABX across speakers (error)", lower_is_better=True,
+    select=lambda e: True, target=lambda e: None))

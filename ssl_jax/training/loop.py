@@ -44,7 +44,7 @@ def shard_dir(config: Any) -> str:
         return config.data.path
     from ssl_jax.data import synth
 
-    return synth.ensure_corpus(hours=config.data.synth_hours, seed=config.seed)
+    return synth.ensure_corpus(hours=config.data.synth_hours, seed=config.data.synth_seed)
 
 
 def train_batches(config: Any, path: str):

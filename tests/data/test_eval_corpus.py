@@ -30,10 +30,11 @@ def plan():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("evalcorpus") / "c")
-    info = synth.build_eval_corpus(out, seed=0, scale=TINY, num_workers=2)
-    return out, info, {s: read_manifest(out, s) for s in synth.EVAL_SPLITS}
+def tiny(tiny_eval_corpus):
+    with open(os.path.join(tiny_eval_corpus, "corpus.json")) as f:
+        info = json.load(f)
+    assert info["scale"] == TINY
+    return tiny_eval_corpus, info, {s: read_manifest(tiny_eval_corpus, s) for s in synth.EVAL_SPLITS}
 
 
 def _select(name, entries):

@@ -90,3 +90,11 @@ class SpectrumUpstream:
         other = np.concatenate([other, other], -1)
         n = np.maximum((np.asarray(lengths) - 400) // 320 + 1, 1)
         return _Out(hidden_states=(logspec, other), lengths=n)
+
+    def embed(self, waveforms, batch_size=8, dtype=np.float32):
+        """1-D waveforms -> per input [layers, frames, dim], each encoded alone."""
+        out = []
+        for w in waveforms:
+            res = self(np.asarray(w, np.float32)[None], np.array([len(w)]))
+            out.append(np.stack([h[0, :int(res.lengths[0])] for h in res.hidden_states]).astype(dtype))
+        return out

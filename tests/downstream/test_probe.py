@@ -6,30 +6,38 @@ import pytest
 from ml_collections import config_dict
 
 from ssl_jax.data.shards import ShardSource
-from ssl_jax.downstream import heads, probe, tasks
+from ssl_jax.downstream import heads, probe, store, tasks
 from tests.downstream import fakes
 
 
 @pytest.fixture(scope="module")
 def fake_dir(tmp_path_factory):
-    return fakes.write_fake_corpus(str(tmp_path_factory.mktemp("fake")), per_split=36)
+    return fakes.write_fake_corpus(str(tmp_path_factory.mktemp("fake")), per_split=72)
 
 
 @pytest.fixture(scope="module")
-def features(fake_dir):
+def stores(fake_dir, tmp_path_factory):
     up = fakes.SpectrumUpstream()
-    raw = {s: probe.extract(up, ShardSource(fake_dir, s), batch_size=4, log=lambda m: None)
-           for s in ("train", "valid", "test", "test_unseen")}
-    mean, std = probe.layer_stats(raw["train"])
-    return {s: probe.normalize(r, mean, std) for s, r in raw.items()}
-
-
-def _data(task, fake_dir, features, splits=("train", "valid", "test")):
+    root = tmp_path_factory.mktemp("stores")
     out = {}
+    for s in ("train", "valid", "test", "test_unseen"):
+        src = ShardSource(fake_dir, s)
+        out[s] = store.open_or_build(str(root / s), {"split": s}, up.embed, lambda i: src[i]["audio"],
+                                     src.num_samples, up.frame_rate, chunk=5, log=lambda m: None)
+    return out
+
+
+def _data(task, fake_dir, stores, splits=("train", "valid", "test"), layer=None):
+    out = {}
+    mean = std = None
     for role, split in zip(("train", "valid", "test"), splits):
         man = ShardSource(fake_dir, split).manifest
-        idx = [i for i, m in enumerate(man) if task.select(m)]
-        out[role] = probe.TaskData(features[split], np.array(idx), [task.target(man[i]) for i in idx])
+        idx = np.array([i for i, m in enumerate(man) if task.select(m)])
+        if mean is None:
+            mean, std = store.layer_stats(stores[split], idx)
+            if layer is not None:
+                mean, std = mean[layer:layer + 1], std[layer:layer + 1]
+        out[role] = probe.TaskData(stores[split], idx, [task.target(man[i]) for i in idx], mean, std, layer)
     return out
 
 
@@ -40,27 +48,47 @@ def _hp(**kw):
     return config_dict.ConfigDict(h)
 
 
-def test_extract_matches_unbatched_upstream(fake_dir):
+def test_store_matches_unbatched_upstream_and_reopens(fake_dir, stores, tmp_path):
     up = fakes.SpectrumUpstream()
     src = ShardSource(fake_dir, "valid")
-    feats = probe.extract(up, src, batch_size=4, log=lambda m: None)
-    assert len(feats) == len(src)
+    fs = stores["valid"]
+    assert len(fs) == len(src) and (fs.num_layers, fs.dim) == (2, 32)
     for i in (0, 5, len(src) - 1):
         audio = src[i]["audio"]
         ref = up(audio[None], np.array([len(audio)]))
         want = np.stack([h[0] for h in ref.hidden_states])[:, : int(ref.lengths[0])]
-        assert feats[i].shape == want.shape
-        np.testing.assert_allclose(feats[i].astype(np.float32), want, rtol=2e-3, atol=2e-3)
+        assert fs.frames(i).shape == want.shape
+        np.testing.assert_allclose(fs.frames(i).astype(np.float32), want, rtol=2e-3, atol=2e-3)
+        np.testing.assert_array_equal(fs.frames(i, layer=1)[0], fs.frames(i)[1])
+        np.testing.assert_allclose(fs.pooled[i], want.mean(1), rtol=2e-3, atol=2e-3)
+    # Same key: reopened without extracting; another key: extracted again.
+    calls = []
+
+    def embed(w):
+        calls.append(len(w))
+        return up.embed(w)
+
+    args = (embed, lambda i: src[i]["audio"], src.num_samples, 50.0)
+    store.open_or_build(str(tmp_path / "s"), {"k": 1}, *args, log=lambda m: None)
+    store.open_or_build(str(tmp_path / "s"), {"k": 1}, *args, log=lambda m: None)
+    assert sum(calls) == len(src)
+    store.open_or_build(str(tmp_path / "s"), {"k": 2}, *args, log=lambda m: None)
+    assert sum(calls) == 2 * len(src)
 
 
-def test_normalize_uses_train_statistics(features):
-    train = np.concatenate([f.astype(np.float32) for f in features["train"].frames], axis=1)
+def test_task_standardisation_uses_the_task_training_frames(fake_dir, stores):
+    task = tasks.get("pr")
+    data = _data(task, fake_dir, stores)
+    train = np.concatenate([data["train"].frames(r) for r in range(len(data["train"]))], axis=1)
     np.testing.assert_allclose(train.mean(1), 0.0, atol=2e-2)
     std = train.std(1)
     # Constant dimensions stay constant (std floor); every other one has unit variance.
     assert (np.abs(std - 1.0) < 2e-2).mean() > 0.9 and ((np.abs(std - 1.0) < 2e-2) | (std < 1e-3)).all()
-    f = features["valid"]
-    np.testing.assert_allclose(f.pooled[3], f.frames[3].astype(np.float32).mean(1), atol=1e-2)
+    v = data["valid"]
+    np.testing.assert_allclose(v.pooled()[3], v.frames(3).mean(1), atol=1e-2)
+    one = _data(task, fake_dir, stores, layer=1)["valid"]
+    assert one.num_layers == 1
+    np.testing.assert_allclose(one.frames(3)[0], v.frames(3)[1], atol=1e-5)
 
 
 def test_frame_batch_stacks_and_masks():
@@ -106,43 +134,48 @@ def test_layer_mix_is_softmax_weighted_sum():
     np.testing.assert_allclose(out, np.einsum("blfd,l->bfd", x, w), rtol=1e-5, atol=1e-6)
 
 
-def test_classify_learns_keywords_and_intents(fake_dir, features):
+def test_classify_learns_keywords_and_intents(fake_dir, stores):
     logs = []
     for name in ("ks", "ic"):
         task = tasks.get(name)
-        res = probe.run_classify(task, _data(task, fake_dir, features), _hp(), 0,
+        res = probe.run_classify(task, _data(task, fake_dir, stores), _hp(), 0,
                                  lambda *a: logs.append(a))
         assert res.metrics["acc"] >= 0.75, (name, res.metrics)
         assert res.layer_weights.shape == (2,) and abs(res.layer_weights.sum() - 1) < 1e-5
+        assert res.units["acc"].num_units == res.info["utterances"]["test"]
+        assert res.fit.curve and res.fit.curve[-1]["step"] == res.fit.steps
     assert any(tag == "ks/valid_acc" for tag, _, _ in logs)
+    # Intent slots are scored one by one too; all three right is never likelier than one.
+    assert set(res.metrics) == {"acc", "acc_action", "acc_object", "acc_location"}
+    assert all(res.metrics["acc"] <= res.metrics[k] for k in res.metrics)
 
 
-def test_ctc_learns_phones(fake_dir, features):
+def test_ctc_learns_phones(fake_dir, stores):
     task = tasks.get("pr")
-    res = probe.run_ctc(task, _data(task, fake_dir, features), _hp(head="linear", max_steps=200), 0,
+    res = probe.run_ctc(task, _data(task, fake_dir, stores), _hp(head="linear", max_steps=200), 0,
                         stack=1, log_scalar=lambda *a: None)
     assert res.metrics["per"] < 0.5, res.metrics
 
 
-def test_bilstm_ctc_head_runs_and_reports_wer(fake_dir, features):
+def test_bilstm_ctc_head_runs_and_reports_wer(fake_dir, stores):
     task = tasks.get("asr")
-    res = probe.run_ctc(task, _data(task, fake_dir, features),
+    res = probe.run_ctc(task, _data(task, fake_dir, stores),
                         _hp(head="bilstm", hidden=16, lstm_layers=1, max_steps=20, eval_every=10), 0,
                         stack=2, log_scalar=lambda *a: None)
     assert set(res.metrics) == {"wer", "cer"} and res.metrics["wer"] >= 0.0
     assert res.info["stack"] == 2
 
 
-def test_verify_separates_unseen_speakers(fake_dir, features):
+def test_verify_separates_unseen_speakers(fake_dir, stores):
     task = tasks.get("asv")
-    res = probe.run_verify(task, _data(task, fake_dir, features, ("train", "valid", "test_unseen")),
+    res = probe.run_verify(task, _data(task, fake_dir, stores, ("train", "valid", "test_unseen")),
                            _hp(channels=16, embed_dim=8, trials_per_utterance=5, max_steps=80), 0,
                            stack=1, log_scalar=lambda *a: None)
     assert res.info["test_speakers"] == 2
     assert res.metrics["eer"] < 0.3, res.metrics
 
 
-def test_early_stopping_keeps_best_parameters(fake_dir, features):
+def test_early_stopping_keeps_best_parameters():
     task = tasks.get("ks")
     scores = iter([0.5, 0.9, 0.4, 0.3, 0.2, 0.1])
     seen = []

@@ -29,13 +29,17 @@ def test_selection_and_targets():
     assert ks.target(SILENCE) == ("_silence_",)
     assert ic.select(INTENT) and not ic.select(SENTENCE)
     assert ic.target(INTENT) == ("activate", "lights", "kitchen")
-    assert asr.select(SENTENCE) and not asr.select(GERMAN) and asr.select(INTENT)
+    # PR and ASR read sentences only (as LibriSpeech holds), not commands or keywords.
+    assert asr.select(SENTENCE) and not asr.select(GERMAN) and not asr.select(INTENT)
+    assert not pr.select(INTENT) and not pr.select(dict(SENTENCE, task="word"))
     assert "".join(asr.target(SENTENCE)) == "hello|world's|end"
     # Silence clips carry no speaker or style information.
     for t in (sid, asv, er):
         assert t.select(SENTENCE) and t.select(KEYWORD) and not t.select(SILENCE)
     assert sid.target(SENTENCE) == ("v1",) and asv.target(SENTENCE) == "v1" and er.target(SENTENCE) == ("loud",)
     assert {t.family for t in (pr, ks, asv)} == {"ctc", "classify", "verify"}
+    assert ic.slots == ("action", "object", "location")
+    assert ic.lower_is_better_for("acc_action") is False and asr.lower_is_better_for("cer") is True
     assert pr.lower_is_better and asv.lower_is_better and not ks.lower_is_better
 
 
