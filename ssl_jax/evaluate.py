@@ -130,13 +130,24 @@ def run_task(name: str, cfg, feats: Features, writer: report.ScalarWriter, stack
     if missing:
         raise KeyError(f"task {name}: {shard_dir} lacks splits {missing}; it has {sorted(available)}")
     if task.family == "abx":
-        return run_abx(tcfg, shard_dir, splits, feats, layer, cfg.seed, log)
-    data = task_data(task, feats, shard_dir, splits, layer)
-    if task.family == "classify":
-        return probe.run_classify(task, data, tcfg, cfg.seed, writer.scalar)
-    if task.family == "ctc":
-        return probe.run_ctc(task, data, tcfg, cfg.seed, stack, writer.scalar)
-    return probe.run_verify(task, data, tcfg, cfg.seed, stack, writer.scalar)
+        res = run_abx(tcfg, shard_dir, splits, feats, layer, cfg.seed, log)
+    else:
+        data = task_data(task, feats, shard_dir, splits, layer)
+        if task.family == "classify":
+            res = probe.run_classify(task, data, tcfg, cfg.seed, writer.scalar)
+        elif task.family == "ctc":
+            res = probe.run_ctc(task, data, tcfg, cfg.seed, stack, writer.scalar)
+        else:
+            res = probe.run_verify(task, data, tcfg, cfg.seed, stack, writer.scalar)
+    prepared = os.path.join(shard_dir, "prepare.json")
+    if os.path.exists(prepared):  # a converted dataset: what its reader dropped or skipped
+        with open(prepared) as f:
+            prep = json.load(f)
+        res.info["dataset"] = {k: prep.get(k) for k in ("reader", "root", "utterances", "reader_stats", "skipped")}
+        for k, v in (prep.get("reader_stats") or {}).items():
+            if k.endswith("utterances") and v:
+                log(f"  {name}: the {prep.get('reader')} reader dropped {k.replace('_', ' ')}: {v}")
+    return res
 
 
 def run_abx(tcfg, shard_dir: str, splits, feats: Features, layer: int | None, seed: int,
@@ -174,10 +185,13 @@ def upstream_identity(spec: str, normalize: bool | None) -> str:
     return f"{ident}|normalize={normalize}"
 
 
-def _config_key(cfg) -> str:
-    d = cfg.to_dict()
-    d.pop("extract", None)
-    return _tag(json.dumps(d, sort_keys=True, default=str))
+def task_keys(cfg, upstream: str) -> dict[str, str]:
+    """Per task, a key of everything its result depends on: the upstream, the data and seed
+    settings shared by all tasks, and the task's own settings."""
+    shared = {k: v for k, v in cfg.to_dict().items() if k not in ("tasks", "tasks_to_run", "extract")}
+    return {t: _tag(json.dumps({"upstream": upstream, "shared": shared, "task": cfg.tasks[t].to_dict()},
+                               sort_keys=True, default=str))
+            for t in cfg.tasks_to_run}
 
 
 def evaluate_upstream(cfg, spec: str, name: str, workdir: str, shared: str, normalize: bool | None,
@@ -185,55 +199,59 @@ def evaluate_upstream(cfg, spec: str, name: str, workdir: str, shared: str, norm
     """Every task of `cfg.tasks_to_run` on one upstream; writes its outputs into `workdir`.
 
     `shared` holds what every upstream reuses: converted datasets (`datasets/`) and, unless
-    `extract.cache_dir` says otherwise, the feature stores (`features/NAME/`).
+    `extract.cache_dir` says otherwise, the feature stores (`features/NAME/`). A task whose
+    result in `workdir` was computed with the same upstream and settings is not run again.
 
     Returns:
         {"results": {task: {metric: value}}, "units": {task: {metric: stats.Metric}}, "details": ...}.
-        A previous run in `workdir` with the same config and upstream is reused.
     """
     os.makedirs(workdir, exist_ok=True)
-    key = {"config": _config_key(cfg), "upstream": upstream_identity(spec, normalize)}
-    cached = _load_cached(workdir, key, cfg.tasks_to_run)
-    if cached is not None:
-        log(f"upstream {name}: reusing the results in {workdir} (same config and upstream)")
-        return cached
+    identity = upstream_identity(spec, normalize)
+    keys = task_keys(cfg, identity)
+    results, units, done = _load_cached(workdir, keys)
+    details: dict[str, Any] = {"upstream": spec, "name": name, "task_keys": keys, "tasks": {}}
+    if done:
+        log(f"upstream {name}: reusing the results of {sorted(done)} in {workdir} (same upstream and settings)")
+    todo = [t for t in cfg.tasks_to_run if t not in done]
     t_start = time.time()
-    upstream = upstreams.load(spec, normalize=normalize)
-    layer = None if cfg.single_layer < 0 else int(cfg.single_layer)
-    stack = max(1, int(round(upstream.frame_rate / cfg.target_rate)))
-    log(f"upstream {name}: {upstream.frame_rate:g} Hz frames, heads read {stack} stacked"
-        + (f", layer {layer} only" if layer is not None else ""))
-    cache_root = cfg.extract.cache_dir or os.path.join(shared, "features")
-    feats = Features(upstream, key["upstream"], os.path.join(cache_root, name), cfg.extract.batch_size, log)
-    writer = report.ScalarWriter(os.path.join(workdir, "tb"))
-    results: dict[str, dict[str, float]] = {}
-    units: dict[str, dict[str, stats.Metric]] = {}
-    details: dict[str, Any] = {"upstream": spec, "name": name, "key": key, "tasks": {}}
-    try:
-        for tname in cfg.tasks_to_run:
-            t0 = time.time()
-            feat_before = feats.seconds
-            res = run_task(tname, cfg, feats, writer, stack, layer, os.path.join(shared, "datasets"), log)
-            units[tname] = res.units
-            results[tname] = {}
-            for metric, m in res.units.items():
-                lo, hi = stats.interval(m, seed=cfg.seed)
-                results[tname][metric] = float(res.metrics[metric])
-                results[tname][f"{metric}_ci"] = [lo, hi]
-            details["tasks"][tname] = {
-                "test": results[tname], "valid": res.fit.valid, "best_step": res.fit.best_step,
-                "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 1),
-                "extract_seconds": round(feats.seconds - feat_before, 1),
-                "seconds": round(time.time() - t0, 1),
-                "layer_weights": [round(float(w), 4) for w in res.layer_weights],
-                "curve": res.fit.curve, **res.info}
-            primary = tasks.get(tname).metric if tasks.get(tname).metric in res.metrics else next(iter(res.metrics))
-            writer.scalar(f"{tname}/test_{primary}", results[tname][primary], res.fit.steps)
-            log(f"{tname}: test {_brief(results[tname])} (valid {_brief(res.fit.valid)}, best step "
-                f"{res.fit.best_step}/{res.fit.steps}, {time.time() - t0:.0f}s)")
-    finally:
-        writer.close()
-    details["extract_seconds"] = round(feats.seconds, 1)
+    feats = None
+    if todo:
+        upstream = upstreams.load(spec, normalize=normalize)
+        stack = max(1, int(round(upstream.frame_rate / cfg.target_rate)))
+        layer = None if cfg.single_layer < 0 else int(cfg.single_layer)
+        log(f"upstream {name}: {upstream.frame_rate:g} Hz frames, heads read {stack} stacked"
+            + (f", layer {layer} only" if layer is not None else ""))
+        cache_root = cfg.extract.cache_dir or os.path.join(shared, "features")
+        feats = Features(upstream, identity, os.path.join(cache_root, name), cfg.extract.batch_size, log)
+        writer = report.ScalarWriter(os.path.join(workdir, "tb"))
+        try:
+            for tname in todo:
+                t0 = time.time()
+                feat_before = feats.seconds
+                res = run_task(tname, cfg, feats, writer, stack, layer, os.path.join(shared, "datasets"), log)
+                units[tname] = res.units
+                results[tname] = {}
+                for metric, m in res.units.items():
+                    lo, hi = stats.interval(m, seed=cfg.seed)
+                    results[tname][metric] = float(res.metrics[metric])
+                    results[tname][f"{metric}_ci"] = [lo, hi]
+                done[tname] = {
+                    "test": results[tname], "valid": res.fit.valid, "best_step": res.fit.best_step,
+                    "steps": res.fit.steps, "train_seconds": round(res.fit.seconds, 1),
+                    "extract_seconds": round(feats.seconds - feat_before, 1),
+                    "seconds": round(time.time() - t0, 1),
+                    "layer_weights": [round(float(w), 4) for w in res.layer_weights],
+                    "curve": res.fit.curve, **res.info}
+                primary = tasks.get(tname).metric if tasks.get(tname).metric in res.metrics else next(iter(res.metrics))
+                writer.scalar(f"{tname}/test_{primary}", results[tname][primary], res.fit.steps)
+                log(f"{tname}: test {_brief(results[tname])} (valid {_brief(res.fit.valid)}, best step "
+                    f"{res.fit.best_step}/{res.fit.steps}, {time.time() - t0:.0f}s)")
+        finally:
+            writer.close()
+    details["tasks"] = {t: done[t] for t in cfg.tasks_to_run}
+    results = {t: results[t] for t in cfg.tasks_to_run}
+    units = {t: units[t] for t in cfg.tasks_to_run}
+    details["extract_seconds"] = round(feats.seconds, 1) if feats else 0.0
     details["total_seconds"] = round(time.time() - t_start, 1)
     details["peak_rss_mib"] = round(peak_rss_mib(), 1)
     _write_upstream(workdir, cfg, name, results, units, details)
@@ -294,20 +312,21 @@ def _size(d: dict[str, Any], metric: str) -> str:
     return size
 
 
-def _load_cached(workdir: str, key: dict[str, str], task_names) -> dict[str, Any] | None:
+def _load_cached(workdir: str, keys: dict[str, str]) -> tuple[dict, dict, dict]:
+    """Results, units and details of the tasks in `workdir` whose key matches `keys`."""
     paths = [os.path.join(workdir, n) for n in ("results.json", "details.json", "units.npz")]
     if not all(os.path.exists(p) for p in paths):
-        return None
+        return {}, {}, {}
     with open(paths[1]) as f:
         details = json.load(f)
-    if details.get("key") != key or list(details.get("tasks", {})) != list(task_names):
-        return None
     with open(paths[0]) as f:
         results = json.load(f)
     arrays = np.load(paths[2])
+    old_keys = details.get("task_keys", {})
+    same = [t for t, k in keys.items() if old_keys.get(t) == k and t in results and t in details["tasks"]]
     units = {t: {m: stats.from_arrays(arrays, f"{t}/{m}") for m in results[t] if not m.endswith("_ci")}
-             for t in results}
-    return {"results": results, "units": units, "details": details}
+             for t in same}
+    return {t: results[t] for t in same}, units, {t: details["tasks"][t] for t in same}
 
 
 def _check_spec(spec: str) -> None:

@@ -79,13 +79,22 @@ def test_comparison_table_plots_tensorboard_and_details(compare_run):
     assert len(stores) == 2 * 6
 
 
-def test_a_second_run_reuses_results(compare_run, tiny_eval_corpus):
+def test_a_second_run_reruns_only_what_changed(compare_run, tiny_eval_corpus):
     workdir, _ = compare_run
+    with open(os.path.join(workdir, "mfcc", "results.json")) as f:
+        before = json.load(f)
     cmd = [sys.executable, "-m", "ssl_jax.evaluate", "--config=configs/eval/superb_tiny.py:smoke",
-           "--upstream=fbank,mfcc", f"--workdir={workdir}", f"--config.data.path={tiny_eval_corpus}"]
+           "--upstream=fbank,mfcc", f"--workdir={workdir}", f"--config.data.path={tiny_eval_corpus}",
+           "--config.tasks.ks.max_steps=30", "--config.tasks_to_run=('ks','sid')"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.count("reusing the results") == 2
+    assert proc.stdout.count("reusing the results of ['sid']") == 2
+    assert "extracted" not in proc.stdout  # the feature stores are reused too
+    with open(os.path.join(workdir, "mfcc", "results.json")) as f:
+        after = json.load(f)
+    assert set(after) == {"ks", "sid"} and after["sid"] == before["sid"]
+    with open(os.path.join(workdir, "mfcc", "details.json")) as f:
+        assert json.load(f)["tasks"]["ks"]["steps"] == 30
 
 
 def test_unknown_task_and_bad_upstream_are_clear_errors(tmp_path):

@@ -130,7 +130,8 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
     Args:
         loss_fn: (params, batch, rng) -> scalar loss.
         batches: infinite iterator of training batches (dicts of numpy arrays).
-        validate: params -> metrics dict holding `task.metric`.
+        validate: params -> metrics dict holding `task.metric` (or `hp.select_metric`, the
+            validation metric that picks the parameters, when set).
         hp: config with `lr`, `weight_decay`, `clip_norm`, `max_steps`, `eval_every`, `patience`
             and optionally `min_steps`: early stopping waits until then, because a CTC head
             sits on a plateau (blanks only) for a while before it learns, and an upstream
@@ -151,7 +152,8 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    sign = 1.0 if task.lower_is_better else -1.0
+    select = hp.get("select_metric", "") or task.metric
+    sign = 1.0 if task.lower_is_better_for(select) else -1.0
     best, best_score, best_step, best_valid, stale = params, math.inf, 0, {}, 0
     losses: list[float] = []
     curve: list[dict[str, Any]] = []
@@ -170,7 +172,7 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
                 log_scalar(f"{task.name}/valid_{k}", v, i)
             curve.append({"step": i, "train_loss": round(train_loss, 5),
                           "valid": {k: round(float(v), 5) for k, v in valid.items()}})
-            score = sign * valid[task.metric]
+            score = sign * valid[select]
             if score < best_score:
                 best, best_score, best_step, best_valid, stale = params, score, i, valid, 0
             else:

@@ -1,6 +1,7 @@
 """Weighted-sum probe: feature caching, batching, decoding, trials and the three task families."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from ml_collections import config_dict
@@ -198,3 +199,24 @@ def test_early_stopping_keeps_best_parameters():
                     _hp(max_steps=100, eval_every=5, patience=3), jax.random.PRNGKey(0), lambda *a: None)
     assert res.best_step == 10 and res.steps == 25
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, res.params), seen[1])
+
+
+def test_early_stopping_waits_for_min_steps():
+    """A head on a plateau (a CTC head emitting blanks) is not stopped before `min_steps`."""
+    task = tasks.get("pr")
+    model = heads.UtteranceClassifier(1, (3,))
+    x = np.zeros((4, 1, 8), np.float32)
+
+    def batches():
+        while True:
+            yield {"x": x}
+
+    def loss_fn(p, b, key):
+        return jnp.square(model.apply({"params": p}, b["x"])[0]).mean()
+
+    plateau = iter([0.9] * 12 + [0.5] + [0.6] * 40)
+    res = probe.fit(model, (x,), loss_fn, batches(), lambda p: {"per": next(plateau)}, task,
+                    _hp(max_steps=300, eval_every=5, patience=3, min_steps=100), jax.random.PRNGKey(0),
+                    lambda *a: None)
+    # Stale from step 10 on, the plateau ends at step 65; without min_steps it stops at 15.
+    assert res.best_step == 65 and res.steps == 100 and len(res.curve) == 20
