@@ -82,8 +82,11 @@ class Features:
             t0 = time.time()
             source = ShardSource(shard_dir, split)
             path = os.path.join(self.root, _tag(key[0]), split)
+            # The manifest's digest: recordings replaced in a user's folder give new features.
+            digest = _tag(json.dumps([(m.get("id"), m["num_samples"]) for m in source.manifest]))
             self._stores[key] = store.open_or_build(
-                path, {"upstream": self.identity, "source": key[0], "split": split, "utterances": len(source)},
+                path, {"upstream": self.identity, "source": key[0], "split": split, "utterances": len(source),
+                       "manifest": digest},
                 lambda wavs: self.upstream.embed(wavs, batch_size=self.batch_size, dtype=np.float16),
                 lambda i: source[i]["audio"], source.num_samples,
                 self.upstream.frame_rate, log=self.log)

@@ -145,3 +145,23 @@ def test_task_on_a_real_dataset_layout(tmp_path, monkeypatch):
     prepared = [d for d in os.listdir(tmp_path / "out" / "datasets") if d.startswith("fluent_speech_commands-")]
     assert len(prepared) == 1  # named by reader and a hash of the source path
     assert os.path.exists(tmp_path / "out" / "datasets" / prepared[0] / "prepare.json")
+
+
+def test_word_abx_on_a_folder_of_recordings(tmp_path):
+    """`abx` on ROOT/SPEAKER/WORD.wav recordings through the command line."""
+    from tests.downstream import abx_fakes
+
+    abx_fakes.write_word_folder(str(tmp_path / "words"), words=8, speakers=3)
+    (tmp_path / "words" / "spk0" / "broken.wav").write_bytes(b"not audio")
+    cmd = [sys.executable, "-m", "ssl_jax.evaluate", "--config=configs/eval/superb.py", "--upstream=fbank",
+           f"--workdir={tmp_path / 'out'}", "--config.tasks_to_run=('abx',)",
+           f"--config.tasks.abx.data=folder:{tmp_path / 'words'}", "--config.tasks.abx.max_triplets=500"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    with open(tmp_path / "out" / "results.json") as f:
+        results = json.load(f)
+    # The words are distinct tone pairs: FBANK tells them apart across speakers.
+    assert set(results["abx"]) == {"word", "word_ci"} and results["abx"]["word"] < 0.2
+    prepared = [d for d in os.listdir(tmp_path / "out" / "datasets") if d.startswith("folder-")]
+    with open(tmp_path / "out" / "datasets" / prepared[0] / "abx_words.prepare.json") as f:
+        assert json.load(f)["written"] == 24
