@@ -301,7 +301,8 @@ def _write_upstream(workdir: str, cfg, name: str, results, units, details) -> No
         abx_info = {k: v for k, v in details["tasks"]["abx"].items() if k in ("word", "phone")}
         report.plot_abx_layers(abx_info, os.path.join(workdir, "abx_layers.png"), f"ABX per layer, upstream {name}")
     report.plot_curves({t: d["curve"] for t, d in details["tasks"].items() if d["curve"]},
-                       {t: tasks.get(t).metric for t in details["tasks"]},
+                       {t: cfg.tasks[t].get("select_metric", "") or tasks.get(t).metric for t in details["tasks"]},
+                       {t: d["best_step"] for t, d in details["tasks"].items()},
                        os.path.join(workdir, "curves.png"), f"validation curves, upstream {name}")
 
 

@@ -69,8 +69,10 @@ def plot_layer_weights(weights: Mapping[str, np.ndarray], path: str, title: str)
     plt.close(fig)
 
 
-def plot_curves(curves: Mapping[str, list[dict]], metric: Mapping[str, str], path: str, title: str) -> None:
-    """Validation metric against training step, one panel per task; the chosen step is marked."""
+def plot_curves(curves: Mapping[str, list[dict]], metric: Mapping[str, str], best: Mapping[str, int],
+                path: str, title: str) -> None:
+    """Validation metric (the one that selects the head) against training step, one panel per
+    task; the selected step is marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -82,8 +84,9 @@ def plot_curves(curves: Mapping[str, list[dict]], metric: Mapping[str, str], pat
         steps = [c["step"] for c in curve]
         values = [100.0 * c["valid"][metric[task]] for c in curve]
         ax.plot(steps, values, marker=".", color="tab:blue")
-        best = int(np.argmin(values) if metric[task] in ("per", "wer", "eer", "cer") else np.argmax(values))
-        ax.plot([steps[best]], [values[best]], "o", color="tab:red")
+        if best.get(task) in steps:
+            k = steps.index(best[task])
+            ax.plot([steps[k]], [values[k]], "o", color="tab:red")
         ax.set_title(f"{task} valid {metric[task]} (%)")
         ax.set_xlabel("step")
     fig.suptitle(title)
