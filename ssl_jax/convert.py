@@ -184,6 +184,7 @@ def params_to_state(params: Mapping, cfg: EncoderConfig) -> dict[str, np.ndarray
     """SpeechEncoder params -> canonical (transformers) state dict of numpy arrays."""
     from flax.core import meta
 
+    _require(cfg.frontend == "conv", f"the {cfg.frontend!r} front end has no transformers counterpart")
     params = meta.unbox(params)
     out = {}
     for key, path, how in _param_map(cfg):
@@ -268,6 +269,8 @@ def hf_config_from_encoder(cfg: EncoderConfig, model_type: str) -> dict:
     """EncoderConfig -> keyword arguments of the transformers config class of `model_type`."""
     _require(model_type in MODEL_TYPES, f"unknown model_type {model_type!r}; choose from {list(MODEL_TYPES)}")
     d2v = model_type == "data2vec-audio"
+    _require(cfg.frontend == "conv", f"the {cfg.frontend!r} front end has no transformers counterpart "
+             "(transformers' speech encoders start with the conv waveform extractor)")
     _require(
         (cfg.relative_position_buckets > 0) == (model_type == "wavlm"),
         f"model_type={model_type} cannot express relative_position_buckets={cfg.relative_position_buckets}",

@@ -1,7 +1,8 @@
 """The speech encoder shared by wav2vec 2.0, HuBERT, WavLM and data2vec-audio.
 
-Waveform -> conv feature extractor -> LayerNorm -> projection (+ learned mask embedding) ->
-Transformer encoder (Baevski et al., 2020; Hsu et al., 2021; Chen et al., 2022; Baevski et al.,
+Waveform -> conv feature extractor (or stacked log-mel frames, `frontend="logmel"`) ->
+LayerNorm -> projection (+ learned mask embedding) -> Transformer encoder
+(Baevski et al., 2020; Hsu et al., 2021; Chen et al., 2022; Baevski et al.,
 2022). The four models differ only in `EncoderConfig`: extractor norm, conv bias, LayerNorm
 placement, positional conv layers and the relative position bias.
 """
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.models.feature_extractor import LN_EPS, FeatureExtractor, conv_output_lengths
+from ssl_jax.models.frontends import LogMelFrontend, logmel_frame_lengths
 from ssl_jax.models.transformer import TransformerEncoder
 
 
@@ -31,6 +33,12 @@ class EncoderConfig:
     conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
     conv_bias: bool = False
     feat_extract_norm: str = "group"
+    frontend: str = "conv"  # "conv": the waveform extractor above; "logmel": models/frontends.py
+    logmel_bins: int = 80
+    logmel_window: int = 400
+    logmel_hop: int = 160
+    logmel_stack: int = 2
+    logmel_norm: str = "none"  # "utterance": per-utterance standardisation of every band
     hidden_size: int = 768
     num_layers: int = 12
     num_heads: int = 12
@@ -45,6 +53,7 @@ class EncoderConfig:
     attention_dropout: float = 0.1
     activation_dropout: float = 0.0
     feat_proj_dropout: float = 0.1
+    feat_quantizer_dropout: float = 0.1  # pretraining only: on the quantizer's input features
     layerdrop: float = 0.05
     feature_grad_scale: float = 0.1
     num_codevector_groups: int = 2
@@ -59,6 +68,8 @@ class EncoderConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride):
             raise ValueError("conv_dim, conv_kernel and conv_stride must have the same length")
+        if self.frontend not in ("conv", "logmel"):
+            raise ValueError(f"frontend must be 'conv' or 'logmel', got {self.frontend!r}")
         if self.feat_extract_norm not in ("group", "layer"):
             raise ValueError(f"feat_extract_norm must be 'group' or 'layer', got {self.feat_extract_norm!r}")
         if self.hidden_size % self.num_heads:
@@ -85,12 +96,16 @@ class EncoderConfig:
 
     @property
     def downsampling(self) -> int:
-        """Samples per frame (320 for the standard extractor)."""
+        """Samples per frame (320 for the standard extractor and the default log-mel front end)."""
+        if self.frontend == "logmel":
+            return self.logmel_hop * self.logmel_stack
         return int(np.prod(self.conv_stride))
 
 
 def frame_lengths(config: EncoderConfig, sample_lengths):
     """Valid frames for `sample_lengths` (numpy or jax int array, any shape)."""
+    if config.frontend == "logmel":
+        return logmel_frame_lengths(sample_lengths, config.logmel_window, config.logmel_hop, config.logmel_stack)
     return conv_output_lengths(sample_lengths, config.conv_kernel, config.conv_stride)
 
 
@@ -101,7 +116,8 @@ class EncoderOutput(flax.struct.PyTreeNode):
       hidden_states: num_layers + 1 arrays [batch, frames, dim], transformers' order (index 0 is the
         first layer's input; in the pre-LN variant the last one is before the final LayerNorm).
       frame_mask: bool[batch, frames], True = real frame.
-      features: [batch, frames, conv_dim[-1]] conv features after the feature LayerNorm.
+      features: [batch, frames, conv_dim[-1]] conv features (or [batch, frames, logmel_bins * logmel_stack]
+        log-mel frames) after the feature LayerNorm.
       feature_penalty: scalar, mean square of the conv features over valid frames.
       last_hidden_state: [batch, frames, dim], the encoder output (after the final LayerNorm in
         the pre-LN variant; equal to hidden_states[-1] otherwise).
@@ -162,15 +178,22 @@ class SpeechEncoder(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         audio_mask = audio_mask.astype(bool)
         wavs = jnp.where(audio_mask, wavs, 0.0)
-        raw, lengths = FeatureExtractor(
-            cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride, cfg.conv_bias, cfg.feat_extract_norm, dtype,
-            name="feature_extractor",
-        )(wavs, audio_mask.sum(axis=-1))
-        frame_mask = jnp.arange(raw.shape[1])[None, :] < lengths[:, None]
-        if cfg.feature_grad_scale != 1.0:
-            raw = _scale_gradient(raw, cfg.feature_grad_scale)
-        m = frame_mask[..., None].astype(jnp.float32)
-        penalty = jnp.sum(jnp.square(raw.astype(jnp.float32)) * m) / jnp.maximum(m.sum() * raw.shape[-1], 1.0)
+        if cfg.frontend == "logmel":
+            raw, lengths = LogMelFrontend(cfg.logmel_bins, cfg.logmel_window, cfg.logmel_hop, cfg.logmel_stack,
+                                          cfg.logmel_norm, name="frontend")(wavs, audio_mask.sum(axis=-1))
+            raw = raw.astype(dtype)
+            frame_mask = jnp.arange(raw.shape[1])[None, :] < lengths[:, None]
+            penalty = jnp.zeros((), jnp.float32)  # nothing learnable to keep small
+        else:
+            raw, lengths = FeatureExtractor(
+                cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride, cfg.conv_bias, cfg.feat_extract_norm, dtype,
+                name="feature_extractor",
+            )(wavs, audio_mask.sum(axis=-1))
+            frame_mask = jnp.arange(raw.shape[1])[None, :] < lengths[:, None]
+            if cfg.feature_grad_scale != 1.0:
+                raw = _scale_gradient(raw, cfg.feature_grad_scale)
+            m = frame_mask[..., None].astype(jnp.float32)
+            penalty = jnp.sum(jnp.square(raw.astype(jnp.float32)) * m) / jnp.maximum(m.sum() * raw.shape[-1], 1.0)
 
         features = nn.LayerNorm(
             epsilon=LN_EPS,
