@@ -8,10 +8,22 @@ Paper: 12 post-LN blocks, d=768, FFN 3072, 12 heads; conv extractor 7x512 with k
 embedding of width 128 in 16 groups; G=2 codebooks of V=320 entries, 256-d codevectors,
 final projection 256; mask p=0.065, span M=10; K=100 distractors; kappa=0.1; diversity
 weight alpha=0.1; feature penalty 10; Gumbel temperature 2 -> 0.5 decayed by 0.999995
-per update; Adam, peak lr 5e-4, 8% warm-up then linear decay, 400k updates; batch of
-1.4M samples per GPU on 64 GPUs (about 1.6 h of audio per batch); crops of at most
-250k samples (15.6 s); dropout 0.1, layer drop 0.05, feature-encoder gradient scale 0.1.
-Deviation: the batch is counted in utterances (`train.batch_size`), as DESIGN.md says.
+per update; Adam, peak lr 5e-4, 8% warm-up then linear decay, 400k updates; batches of
+at most 1.4M samples per GPU on 64 GPUs, 89.6M samples (the paper's "1.6 h"); crops of at
+most 250k samples (15.6 s); dropout 0.1 in the Transformer, at the output of the feature
+encoder and on the quantizer's input; layer drop 0.05; feature-encoder gradient scale 0.1.
+
+Batch: counted in utterances (`train.batch_size`, DESIGN.md), so the paper's budget becomes
+utterances x crop: 352 x 250,240 samples (250k rounded up to a whole frame, the longest
+bucket) = 88.1M samples, 1.53 h, 1.7% under 89.6M. Like fairseq's `max_tokens` it bounds the
+padded size of a batch; the speech in it is less by the padding to each length bucket (in
+fairseq by what floor(1.4M / longest) crops leave unused). 352 divides over up to 32
+devices; on 64, --config.train.batch_size=384 is 7% over.
+Deviations: one LayerDrop draw per layer for the whole global batch (the reference draws on
+each GPU, so there every layer runs on most of the batch at every update); a dropped layer
+and its Adam moments are held for that update (`training.optimizer.hold`, PyTorch's rule for
+a parameter without gradient; fairseq's legacy DDP, used by the paper's recipe, instead
+zero-fills the gradient, which lets momentum and weight decay move the layer).
 """
 
 from ml_collections import config_dict
@@ -25,6 +37,13 @@ def model_config(variant: str = "base") -> config_dict.ConfigDict:
     m.conv_stride = (5, 2, 2, 2, 2, 2, 2)
     m.conv_bias = False
     m.feat_extract_norm = "group"  # "group": GroupNorm on layer 0 (BASE); "layer": LayerNorm on every layer (LARGE)
+    # "conv": the paper's waveform extractor above; "logmel": stacked log-mel frames (models/frontends.py)
+    m.frontend = "conv"
+    m.logmel_bins = 80
+    m.logmel_window = 400  # 25 ms Hann window
+    m.logmel_hop = 160  # 10 ms; frames of `logmel_stack` hops: 20 ms, the conv extractor's rate
+    m.logmel_stack = 2
+    m.logmel_norm = "none"  # "utterance": standardise every band per utterance
     m.hidden_size = 768
     m.num_layers = 12
     m.num_heads = 12
@@ -39,6 +58,7 @@ def model_config(variant: str = "base") -> config_dict.ConfigDict:
     m.attention_dropout = 0.1
     m.activation_dropout = 0.0
     m.feat_proj_dropout = 0.1
+    m.feat_quantizer_dropout = 0.1  # on the quantizer's input only (fairseq dropout_features)
     m.layerdrop = 0.05
     m.feature_grad_scale = 0.1
     # Quantizer and projections of the pretraining head.
@@ -77,10 +97,24 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.data.normalize = False  # BASE: no per-utterance normalisation (LARGE: True)
     c.data.num_workers = 4
     c.data.num_buckets = 4
+    # Augmentation of training batches (ssl_jax/data/augment.py), drawn per utterance from the
+    # data seed on the host. The paper uses none: every probability is 0 here. A probability
+    # turns its transform on with the ranges beside it, e.g. --config.data.augment.noise.prob=0.5.
+    a = c.data.augment = config_dict.ConfigDict()
+    a.speed = config_dict.ConfigDict(dict(prob=0.0, factors=(0.9, 1.0, 1.1)))  # resampling
+    a.pitch = config_dict.ConfigDict(dict(prob=0.0, semitones=(-3.0, 3.0)))  # pitch + formants
+    a.reverb = config_dict.ConfigDict(dict(  # simulated shoebox room
+        prob=0.0, rt60=(0.2, 0.8), room_min=(3.0, 3.0, 2.4), room_max=(10.0, 8.0, 4.0)))
+    a.noise = config_dict.ConfigDict(dict(  # 1/f^beta noise, beta from `colours`
+        prob=0.0, snr_db=(5.0, 20.0), colours=(0.0, 1.0, 2.0)))
+    a.babble = config_dict.ConfigDict(dict(  # other utterances of the training split
+        prob=0.0, snr_db=(5.0, 20.0), speakers=(3, 6)))
+    a.telephone = config_dict.ConfigDict(dict(prob=0.0))  # 8 kHz, mu-law
+    a.clean_copy = False  # batches also carry `clean_audio` (before all but speed)
 
     c.train = config_dict.ConfigDict()
     c.train.steps = 400_000
-    c.train.batch_size = 1024
+    c.train.batch_size = 352  # x 250,240-sample crops = 88.1M samples, the paper's 1.4M x 64 GPUs (docstring)
     c.train.grad_accum = 1
     c.train.log_every = 100
     c.train.eval_every = 5000

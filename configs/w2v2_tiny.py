@@ -56,6 +56,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     m.hidden_dropout = 0.0
     m.attention_dropout = 0.0
     m.feat_proj_dropout = 0.0
+    m.feat_quantizer_dropout = 0.0
     m.layerdrop = 0.0
     m.num_codevector_groups = 2
     m.num_codevectors_per_group = 64

@@ -28,13 +28,16 @@ class GumbelVectorQuantizer(nn.Module):
 
         Args:
           features: [batch, frames, c].
-          frame_mask: bool[batch, frames], True = real frame.
+          frame_mask: bool[batch, frames], the frames the perplexity is taken over (wav2vec 2.0:
+            the masked valid frames, whose targets the contrastive task uses). Every frame is
+            quantised either way.
           temperature: Gumbel-softmax temperature (training only).
           deterministic: True: hard argmax codes; False: straight-through Gumbel-softmax with noise
             from the `gumbel` RNG stream.
         Returns:
-          codevectors [batch, frames, codevector_dim] and the perplexity (scalar) of the
-          batch-averaged soft code distribution over valid frames, summed over groups.
+          codevectors [batch, frames, codevector_dim] and the perplexity (scalar) of the soft
+          code distribution averaged over the `frame_mask` frames, summed over groups (G when
+          no frame is marked).
         """
         g, v = self.num_groups, self.num_vars
         if self.codevector_dim % g:

@@ -1,8 +1,9 @@
 """Transformer encoder of wav2vec 2.0-style models (Vaswani et al., 2017; Baevski et al., 2020).
 
 Post-LN blocks (BASE) or pre-LN "stable layer norm" blocks (LARGE), self-attention with a key
-padding mask and an optional (WavLM, gated) relative position bias, LayerDrop (Fan et al., 2019),
-optional rematerialisation. Every layer's hidden state is returned.
+padding mask and an optional (WavLM, gated) relative position bias, LayerDrop (Fan et al., 2019)
+that skips a dropped layer's compute, optional rematerialisation. Every layer's hidden state is
+returned.
 """
 
 from typing import Any
@@ -20,6 +21,10 @@ from ssl_jax.models.position import (
 )
 
 ACTIVATION_AXES = ("batch", "frames", "embed")
+# Where a training forward pass records which layers LayerDrop kept: the variable
+# `intermediates/.../layers_kept`, bool[num_layers], sown only when LayerDrop is active.
+LAYERDROP_COLLECTION = "intermediates"
+LAYERS_KEPT = "layers_kept"
 
 
 def _dense(features: int, axes: tuple[str | None, str | None], dtype, name: str) -> nn.Dense:
@@ -164,9 +169,13 @@ class TransformerEncoder(nn.Module):
           deterministic: disables dropout and LayerDrop when True.
         Returns:
           hidden_states: tuple of num_layers + 1 arrays [batch, frames, dim]: the input of the first
-            layer, then each layer's output (transformers' `output_hidden_states` order).
+            layer, then each layer's output (transformers' `output_hidden_states` order); a
+            dropped layer's output is its input.
           last_hidden_state: [batch, frames, dim]: the last layer's output, after the final
             LayerNorm in the pre-LN variant.
+        With LayerDrop active, one draw per layer (from the `dropout` stream) decides for the
+        whole batch, and bool[num_layers] of kept layers is sown as
+        `LAYERDROP_COLLECTION/LAYERS_KEPT` (apply with `mutable=[LAYERDROP_COLLECTION]`).
         """
         cfg = self.config
         dtype = jnp.dtype(cfg.dtype)
@@ -196,9 +205,10 @@ class TransformerEncoder(nn.Module):
         layer_cls = EncoderLayer
         if cfg.remat:
             layer_cls = nn.remat(EncoderLayer, static_argnums=(4,))
-        hidden_states = [x]
+        layerdrop = not deterministic and cfg.layerdrop > 0.0 and not self.is_initializing()
+        hidden_states, kept = [x], []
         for i in range(cfg.num_layers):
-            y = layer_cls(
+            layer = layer_cls(
                 cfg.hidden_size,
                 cfg.num_heads,
                 cfg.intermediate_size,
@@ -209,11 +219,42 @@ class TransformerEncoder(nn.Module):
                 position_bias is not None,
                 dtype,
                 name=f"layers_{i}",
-            )(x, mask, position_bias, deterministic)
-            if not deterministic and cfg.layerdrop > 0.0:
+            )
+            if layerdrop:
+                # A dropped layer is not run at all (as in the reference), so its parameters get
+                # an exact zero gradient and it costs no compute.
                 keep = jax.random.uniform(self.make_rng("dropout")) >= cfg.layerdrop
-                y = jnp.where(keep, y, x)
-            x = y
+                x = nn.cond(
+                    keep,
+                    lambda mdl, h, m, b: mdl(h, m, b, deterministic),
+                    lambda mdl, h, m, b: h,
+                    layer, x, mask, position_bias,
+                )
+                kept.append(keep)
+            else:
+                x = layer(x, mask, position_bias, deterministic)
             hidden_states.append(x)
+        if kept:
+            self.sow(LAYERDROP_COLLECTION, LAYERS_KEPT, jnp.stack(kept))
         last = final_ln(x) if cfg.layer_norm_first else x
         return tuple(hidden_states), last
+
+
+def dropped_layers_mask(params: Any, kept: jax.Array) -> Any:
+    """Marks the parameters of the layers LayerDrop skipped.
+
+    Args:
+      params: `TransformerEncoder` parameters (`{"layers_0": ..., "pos_conv": ..., ...}`).
+      kept: bool[num_layers] as sown under `LAYERS_KEPT`.
+    Returns:
+      A tree shaped like `params` with a bool scalar per leaf: True on every leaf of a dropped
+      layer (it got no gradient this step), False elsewhere.
+    """
+
+    def mark(name: str, subtree: Any) -> Any:
+        if name.startswith("layers_") and name[len("layers_"):].isdigit():
+            dropped = ~kept[int(name[len("layers_"):])]
+            return jax.tree.map(lambda _: dropped, subtree)
+        return jax.tree.map(lambda _: jnp.zeros((), bool), subtree)
+
+    return {name: mark(name, subtree) for name, subtree in params.items()}

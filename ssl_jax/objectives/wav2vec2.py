@@ -3,8 +3,12 @@
 Spans of the projected conv features are replaced by a learned mask embedding; the
 Transformer output at each masked frame must pick the quantized target of that frame out of
 K distractors sampled from other masked frames of the same utterance (cosine similarity
-over temperature kappa). The loss adds the codebook diversity term and the L2 feature
-penalty; every term counts valid frames only.
+over temperature kappa). The quantizer reads the unmasked features through their own dropout
+(`model.feat_quantizer_dropout`), and its codebook perplexity, hence the diversity term, is
+taken over the masked frames only, as in the reference (fairseq's `Wav2Vec2Model.forward`
+quantizes `unmasked_features[mask_indices]`). The loss adds the L2 feature penalty; every term
+counts valid frames only. Layers that LayerDrop skipped are reported under
+`optimizer.NO_GRADIENT`, so the train step leaves them and their Adam moments untouched.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.models.transformer import LAYERDROP_COLLECTION, LAYERS_KEPT, dropped_layers_mask
 from ssl_jax.objectives import masking, register
+from ssl_jax.training.optimizer import NO_GRADIENT
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -42,6 +48,7 @@ class Wav2Vec2Pretraining(nn.Module):
         m = self.model
         self.encoder = SpeechEncoder(m)
         self.quantizer = GumbelVectorQuantizer(m.num_codevector_groups, m.num_codevectors_per_group, m.codevector_dim)
+        self.quantizer_dropout = nn.Dropout(m.feat_quantizer_dropout)
         init = nn.initializers.lecun_normal()
         self.project_q = nn.Dense(
             m.proj_codevector_dim,
@@ -65,11 +72,15 @@ class Wav2Vec2Pretraining(nn.Module):
         Returns:
             dict with `context` [batch, frames, proj] (projected Transformer output),
             `targets` [batch, frames, proj] (projected codevectors), `frame_mask`
-            bool[batch, frames], `perplexity` and `feature_penalty` scalars.
+            bool[batch, frames], `perplexity` (of the soft code distribution over the masked
+            valid frames) and `feature_penalty` scalars.
         """
         out = self.encoder(wavs, audio_mask, mask_time_indices=mask_time_indices, deterministic=deterministic)
+        # Only the quantizer's input gets this dropout; the Transformer's input has its own
+        # (feat_proj_dropout), as fairseq's dropout_features / dropout_input.
+        features = self.quantizer_dropout(out.features, deterministic=deterministic)
         codevectors, perplexity = self.quantizer(
-            out.features, out.frame_mask, temperature=temperature, deterministic=deterministic
+            features, out.frame_mask & mask_time_indices, temperature=temperature, deterministic=deterministic
         )
         return {
             "context": self.project_hid(out.last_hidden_state),
@@ -203,12 +214,14 @@ class Wav2Vec2Objective:
 
         Returns:
             (loss scalar, metrics dict: contrastive, diversity, feature_penalty, accuracy,
-             perplexity, gumbel_temperature, masked_fraction).
+             perplexity, gumbel_temperature, masked_fraction, masked_frames; with LayerDrop
+             active also dropped_layers and `NO_GRADIENT`, the tree of parameters of the
+             skipped layers).
         """
         k_mask, k_gumbel, k_drop = jax.random.split(rng, 3)
         mask, neg_idx, cross_idx = self.masks_and_negatives(batch, k_mask)
         temperature = self.gumbel_temperature(step)
-        out = self.module.apply(
+        out, sown = self.module.apply(
             {"params": params},
             batch["audio"],
             batch["audio_mask"],
@@ -216,6 +229,7 @@ class Wav2Vec2Objective:
             temperature=temperature,
             deterministic=not train,
             rngs={"gumbel": k_gumbel, "dropout": k_drop},
+            mutable=[LAYERDROP_COLLECTION],
         )
         mask = mask & out["frame_mask"]
         # A frame needs two masked frames in its utterance to have a distractor.
@@ -242,4 +256,11 @@ class Wav2Vec2Objective:
             "masked_fraction": mask.sum() / valid_frames,
             "masked_frames": weight.sum(),
         }
+        kept = sown.get(LAYERDROP_COLLECTION, {}).get("encoder", {}).get("encoder", {}).get(LAYERS_KEPT)
+        if kept is not None:
+            kept = kept[0]
+            no_gradient = jax.tree.map(lambda _: jnp.zeros((), bool), params)
+            no_gradient["encoder"]["encoder"] = dropped_layers_mask(params["encoder"]["encoder"], kept)
+            metrics["dropped_layers"] = (~kept).sum().astype(jnp.float32)
+            metrics[NO_GRADIENT] = no_gradient
         return loss, metrics

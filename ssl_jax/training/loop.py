@@ -27,7 +27,7 @@ from ssl_jax.parallel import sharding as sharding_lib
 from ssl_jax.training import checkpoint as ckpt_lib
 from ssl_jax.training import state as state_lib
 from ssl_jax.training.logging import MetricLogger
-from ssl_jax.training.optimizer import make_optimizer
+from ssl_jax.training.optimizer import NO_GRADIENT, hold, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -95,33 +95,47 @@ def eval_batches(config: Any, path: str) -> list[dict]:
 
 
 def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: Callable, grad_accum: int) -> Callable:
-    """`train_step(state, batch, rng) -> (state, metrics)`; a non-finite loss or gradient skips the update."""
+    """`train_step(state, batch, rng) -> (state, metrics)`; a non-finite loss or gradient skips the update.
+
+    When the objective's metrics carry `optimizer.NO_GRADIENT` (parameters that got no gradient,
+    e.g. layers LayerDrop skipped), those parameters and their optimizer moments are left as
+    they were (`optimizer.hold`). With gradient accumulation a parameter is held only if every
+    micro-batch marked it; one that got a gradient in some micro-batches is updated with the
+    mean over all of them (zeros included), as a data-parallel all-reduce averages it.
+    """
 
     def loss_and_grad(params, batch, rng, step):
         (loss, metrics), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng, step, True)
-        return loss, metrics, grads
+        metrics = dict(metrics)
+        no_gradient = metrics.pop(NO_GRADIENT, None)
+        return (loss, metrics, grads), no_gradient
 
     def train_step(state: state_lib.TrainState, batch: dict, rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
         if grad_accum == 1:
-            loss, metrics, grads = loss_and_grad(state.params, batch, rng, state.step)
+            (loss, metrics, grads), no_gradient = loss_and_grad(state.params, batch, rng, state.step)
         else:
             micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
 
             def body(carry, xs):
                 i, mb = xs
-                loss, metrics, grads = loss_and_grad(state.params, mb, jax.random.fold_in(rng, i), state.step)
-                return jax.tree.map(jnp.add, carry, (loss, metrics, grads)), None
+                summed, no_grad = carry
+                out, ng = loss_and_grad(state.params, mb, jax.random.fold_in(rng, i), state.step)
+                return (jax.tree.map(jnp.add, summed, out), jax.tree.map(jnp.logical_and, no_grad, ng)), None
 
-            zeros = jax.eval_shape(loss_and_grad, state.params, jax.tree.map(lambda x: x[0], micro), rng, state.step)
-            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), zeros)
-            total, _ = jax.lax.scan(body, zeros, (jnp.arange(grad_accum), micro))
+            shapes = jax.eval_shape(loss_and_grad, state.params, jax.tree.map(lambda x: x[0], micro), rng, state.step)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
+            all_true = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes[1])
+            (total, no_gradient), _ = jax.lax.scan(body, (zeros, all_true), (jnp.arange(grad_accum), micro))
             loss, metrics, grads = jax.tree.map(lambda x: x / grad_accum, total)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if no_gradient is not None:
+            params, opt_state = hold(tx, no_gradient, (state.params, state.opt_state), (params, opt_state))
+            updates = jax.tree.map(lambda h, u: jnp.where(h, jnp.zeros_like(u), u), no_gradient, updates)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
         new_state = state_lib.TrainState(
             step=state.step + 1,
@@ -148,6 +162,7 @@ def make_eval_step(objective: Any) -> Callable:
 
     def eval_step(params, batch, rng):
         loss, metrics = objective.loss(params, batch, rng, 10**9, False)
+        metrics = {k: v for k, v in metrics.items() if k != NO_GRADIENT}
         return dict(metrics, loss=loss)
 
     return eval_step

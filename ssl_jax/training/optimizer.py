@@ -3,6 +3,10 @@
 Baevski et al. (2020), Sec. 4.2: Adam, learning rate warmed up over the first 8% of updates
 to its peak, then decayed linearly. Gradient accumulation is done by the train step (a scan
 over micro-batches), so one optimizer update is one step here.
+
+Parameters that got no gradient in a step (a layer LayerDrop skipped) can be held: `hold`
+keeps them and their optimizer moments as they were, as PyTorch's optimizers skip a parameter
+whose `.grad` is None. An objective asks for it through the `NO_GRADIENT` entry of its metrics.
 """
 
 from __future__ import annotations
@@ -10,7 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
+
+NO_GRADIENT = "no_gradient"
+"""Reserved key of an objective's metrics: a tree shaped like the parameters with one bool scalar
+per leaf, True where the parameter got no gradient this step. The train step removes it from the
+metrics and passes it to `hold`."""
 
 
 def learning_rate_schedule(optim: Any, total_steps: int) -> optax.Schedule:
@@ -52,3 +62,33 @@ def make_optimizer(optim: Any, total_steps: int) -> tuple[optax.GradientTransfor
         ),
     )
     return tx, schedule
+
+
+def hold(
+    tx: optax.GradientTransformation, no_gradient: Any, old: tuple[Any, Any], new: tuple[Any, Any]
+) -> tuple[Any, Any]:
+    """Keeps the parameters marked in `no_gradient`, and their optimizer moments, from before the update.
+
+    Args:
+        tx: the optimizer (it tells which parts of its state are shaped like the parameters).
+        no_gradient: tree shaped like the parameters, a bool scalar per leaf (True = hold).
+        old: (params, opt_state) before the update.
+        new: (params, opt_state) after it.
+    Returns:
+        (params, opt_state): `new`, except that held leaves of the parameters and of every
+        parameter-shaped part of the optimizer state (Adam's mu and nu) are taken from `old`.
+        Step counters are shared by all parameters and still advance, so a held parameter's
+        next update uses the global bias correction (PyTorch keeps one count per parameter;
+        the two agree once 1 - b2**step is close to 1, after a few hundred steps).
+    """
+    (params, opt_state), (new_params, new_opt_state) = old, new
+    keep = lambda h, n, o: jnp.where(h, o, n)  # noqa: E731
+    params = jax.tree.map(keep, no_gradient, new_params, params)
+    flags = optax.tree_utils.tree_map_params(
+        tx, lambda _, h: h, new_opt_state, no_gradient, transform_non_params=lambda _: None
+    )
+    opt_state = jax.tree.map(
+        lambda h, n, o: n if h is None else keep(h, n, o), flags, new_opt_state, opt_state,
+        is_leaf=lambda x: x is None,
+    )
+    return params, opt_state

@@ -57,3 +57,19 @@ def test_uniform_logits_give_full_perplexity():
     p = jax.tree.map(jnp.zeros_like, p)
     _, ppl = q.apply(p, feats, mask)
     np.testing.assert_allclose(ppl, 10.0, rtol=1e-4)
+
+
+def test_perplexity_counts_only_marked_frames():
+    q, p, feats, mask = _setup()
+    marked = mask & (jnp.arange(7)[None] % 2 == 0)
+    _, ppl = q.apply(p, feats, marked)
+    # Whatever the unmarked frames hold, the perplexity stays; they are still quantised.
+    other = jnp.where(marked[..., None], feats, 5.0 * jax.random.normal(jax.random.key(7), feats.shape))
+    out, ppl_other = q.apply(p, other, marked)
+    np.testing.assert_allclose(ppl_other, ppl, rtol=1e-6)
+    _, ppl_all = q.apply(p, feats, mask)
+    assert abs(float(ppl_all) - float(ppl)) > 1e-3
+    assert out.shape == (3, 7, 6)
+    # No marked frame: one code per group is as informative as any, perplexity G.
+    _, ppl_none = q.apply(p, feats, jnp.zeros_like(mask))
+    np.testing.assert_allclose(ppl_none, 2.0, rtol=1e-6)

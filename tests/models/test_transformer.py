@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ssl_jax.models.encoder import EncoderConfig
-from ssl_jax.models.transformer import TransformerEncoder
+from ssl_jax.models.transformer import LAYERDROP_COLLECTION, LAYERS_KEPT, TransformerEncoder, dropped_layers_mask
 
 BASE = EncoderConfig(
     conv_dim=(8,) * 7, hidden_size=16, num_layers=3, num_heads=2, intermediate_size=32,
@@ -66,9 +66,13 @@ def test_remat_and_bfloat16_match():
     hs_r, _ = TransformerEncoder(dataclasses.replace(BASE, remat=True)).apply(p, x, mask)
     np.testing.assert_allclose(hs_r[-1], hs[-1], atol=1e-6)
     # Under remat, dropout and LayerDrop still draw from the `dropout` stream and gradients agree.
+    # A random projection of the output, not its squared norm: after a post-LN layer that norm
+    # hardly depends on the layer, so its gradient would be rounding noise.
+    r = jax.random.normal(jax.random.key(4), x.shape)
+
     def loss(params, cfg):
         hs, _ = TransformerEncoder(cfg).apply(params, x, mask, deterministic=False, rngs={"dropout": jax.random.key(3)})
-        return jnp.sum(hs[-1] ** 2)
+        return jnp.sum(hs[-1] * r)
 
     g = jax.jit(jax.grad(loss), static_argnums=1)(p, BASE)
     g_r = jax.jit(jax.grad(loss), static_argnums=1)(p, dataclasses.replace(BASE, remat=True))
@@ -89,3 +93,58 @@ def test_logical_axes_on_params():
     assert boxes and all(isinstance(b, meta.Partitioned) for b in boxes)
     for b in boxes:
         assert all(a is None or a in LOGICAL_AXES for a in b.names)
+
+
+def _top_level_primitives(fn, *args) -> list[str]:
+    return [str(e.primitive) for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns]
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_dropped_layer_is_not_run_and_gets_no_gradient(remat):
+    cfg = dataclasses.replace(BASE, layerdrop=1.0, hidden_dropout=0.0, attention_dropout=0.0, remat=remat)
+    x = jax.random.normal(jax.random.key(1), (2, 10, 16))
+    mask = jnp.arange(10)[None] < jnp.array([[10], [7]])
+    mod = TransformerEncoder(cfg)
+    p = mod.init(jax.random.key(0), x, mask)
+
+    def train(params):
+        return mod.apply(params, x, mask, deterministic=False, rngs={"dropout": jax.random.key(5)},
+                         mutable=[LAYERDROP_COLLECTION])
+
+    (hs, _), sown = jax.jit(train)(p)
+    np.testing.assert_array_equal(np.asarray(sown[LAYERDROP_COLLECTION][LAYERS_KEPT][0]), [False] * cfg.num_layers)
+    for h in hs[1:]:
+        np.testing.assert_array_equal(h, hs[0])
+    g = jax.jit(jax.grad(lambda params: jnp.sum(train(params)[0][1] * x)))(p)["params"]
+    for i in range(cfg.num_layers):
+        assert all(not np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(g[f"layers_{i}"]))
+    assert any(np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(g["pos_conv"]))
+    # Each layer sits behind a conditional: no layer matmul is in the unconditional program,
+    # whereas the deterministic program runs them all.
+    train_prims = _top_level_primitives(lambda params: train(params)[0][1], p)
+    assert train_prims.count("cond") == cfg.num_layers and "dot_general" not in train_prims
+    eval_prims = _top_level_primitives(lambda params: mod.apply(params, x, mask)[1], p)
+    assert "cond" not in eval_prims
+
+
+def test_layerdrop_is_sown_only_when_active():
+    x = jnp.zeros((1, 4, 16))
+    mask = jnp.ones((1, 4), bool)
+    for cfg, deterministic in ((BASE, True), (dataclasses.replace(BASE, layerdrop=0.0), False)):
+        mod = TransformerEncoder(cfg)
+        p = mod.init(jax.random.key(0), x, mask)
+        _, sown = jax.eval_shape(
+            lambda params: mod.apply(params, x, mask, deterministic=deterministic, rngs={"dropout": jax.random.key(1)},
+                                     mutable=[LAYERDROP_COLLECTION]),
+            p,
+        )
+        assert not sown
+
+
+def test_dropped_layers_mask_marks_whole_layers():
+    p = TransformerEncoder(BASE).init(jax.random.key(0), jnp.zeros((1, 4, 16)), jnp.ones((1, 4), bool))["params"]
+    marks = dropped_layers_mask(p, jnp.array([True, False, True]))
+    assert jax.tree.structure(marks) == jax.tree.structure(p)
+    for name, subtree in marks.items():
+        leaves = [bool(v) for v in jax.tree.leaves(subtree)]
+        assert leaves and all(v == (name == "layers_1") for v in leaves), name

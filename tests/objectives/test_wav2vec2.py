@@ -133,3 +133,88 @@ def test_tiny_model_overfits_one_batch():
     assert float(m["contrastive"]) < 0.3 * float(first["contrastive"]), (first["contrastive"], m["contrastive"])
     assert float(m["accuracy"]) > 0.9
     assert float(first["accuracy"]) < 0.5
+
+
+def test_perplexity_and_diversity_over_masked_frames_only(layer_norm_objective):
+    obj, params = layer_norm_objective
+    lengths = np.array([16000, 9600])
+    audio_mask = np.arange(16000)[None] < lengths[:, None]
+    audio = np.where(audio_mask, tones(2, 16000, seed=5), 0.0)
+    frame_len = obj.frame_lengths({"audio_mask": jnp.asarray(audio_mask)})
+    mask = masking.span_mask(jax.random.key(2), frame_len, obj.num_frames(16000), mask_prob=0.5, mask_length=4, min_masks=2)
+    batch = {"audio": jnp.asarray(audio), "audio_mask": jnp.asarray(audio_mask), "mask_time_indices": mask}
+    _, m = obj.loss(params, batch, jax.random.key(9), 0, False)
+
+    out = obj.module.apply(
+        {"params": params}, batch["audio"], batch["audio_mask"],
+        method=lambda mdl, w, a: mdl.encoder(w, a, mask_time_indices=mask, deterministic=True),
+    )
+    w = params["quantizer"]["weight_proj"]
+    g, v = obj.encoder_config.num_codevector_groups, obj.encoder_config.num_codevectors_per_group
+    probs = np.asarray(jax.nn.softmax((out.features @ w["kernel"] + w["bias"]).reshape(2, -1, g, v), -1))
+
+    def perplexity(frames):
+        marginal = probs[frames].mean(0)
+        return np.exp(-(marginal * np.log(marginal + 1e-7)).sum(-1)).sum()
+
+    masked = np.asarray(mask) & np.asarray(out.frame_mask)
+    np.testing.assert_allclose(m["perplexity"], perplexity(masked), rtol=1e-5)
+    np.testing.assert_allclose(m["diversity"], (g * v - perplexity(masked)) / (g * v), rtol=1e-5)
+    assert abs(perplexity(np.asarray(out.frame_mask)) - perplexity(masked)) > 1e-3  # the choice matters here
+
+
+def test_quantizer_dropout_reaches_only_the_quantizer_input():
+    batch = {"audio": jnp.asarray(tones(2, 4800, seed=3)), "audio_mask": jnp.ones((2, 4800), bool)}
+    plain, dropped = objectives.build(tiny_config()), objectives.build(tiny_config(feat_quantizer_dropout=0.5))
+    assert plain.encoder_config.feat_quantizer_dropout == 0.0  # the tiny recipe has no dropout
+    params = nn.unbox(plain.init(jax.random.key(0), batch))
+    mask = jnp.asarray(np.arange(plain.num_frames(4800))[None] % 3 == 0).repeat(2, 0)
+
+    def run(obj, deterministic):
+        return obj.module.apply(
+            {"params": params}, batch["audio"], batch["audio_mask"], mask, temperature=2.0,
+            deterministic=deterministic, rngs={"gumbel": jax.random.key(1), "dropout": jax.random.key(2)},
+        )
+
+    a, b = run(plain, False), run(dropped, False)
+    np.testing.assert_array_equal(a["context"], b["context"])  # the Transformer's input is untouched
+    assert not np.allclose(a["targets"], b["targets"]) and float(a["perplexity"]) != float(b["perplexity"])
+    a, b = run(plain, True), run(dropped, True)
+    np.testing.assert_array_equal(a["targets"], b["targets"])
+    np.testing.assert_array_equal(a["perplexity"], b["perplexity"])
+
+
+def _padded_batch_samples(cfg) -> int:
+    from ssl_jax.data.pipeline import bucket_lengths
+
+    longest = bucket_lengths(int(round(cfg.data.max_seconds * 16000)), cfg.data.num_buckets)[-1]
+    return cfg.train.batch_size * longest
+
+
+def test_recipes_batch_the_papers_samples_per_update():
+    base = load_config_file(os.path.join(ROOT, "configs", "w2v2_base.py"))
+    # Baevski et al. (2020), Sec. 4.2: at most 1.4M samples per GPU on 64 GPUs (BASE), 1.2M on 128 (LARGE).
+    assert abs(_padded_batch_samples(base) / (1.4e6 * 64) - 1) < 0.02
+    assert base.model.feat_quantizer_dropout == 0.1 and base.data.max_seconds * 16000 == 250_000
+    for variant in ("lv60k", "ls960"):
+        large = load_config_file(os.path.join(ROOT, "configs", f"w2v2_large.py:{variant}"))
+        assert abs(_padded_batch_samples(large) / (1.2e6 * 128) - 1) < 0.02
+        assert large.data.max_seconds * 16000 == 320_000
+
+
+def test_large_variants_follow_the_paper():
+    path = os.path.join(ROOT, "configs", "w2v2_large.py")
+    default, lv, ls = (load_config_file(path + arg) for arg in ("", ":lv60k", ":variant=ls960"))
+    assert default.to_dict() == lv.to_dict()
+    assert (lv.train.steps, ls.train.steps) == (600_000, 250_000)
+    assert (lv.model.layerdrop, ls.model.layerdrop) == (0.0, 0.2)
+    assert (lv.objective.feature_penalty_weight, ls.objective.feature_penalty_weight) == (0.0, 10.0)
+    assert (lv.model.feature_grad_scale, ls.model.feature_grad_scale) == (1.0, 0.1)
+    assert (lv.model.feat_extract_norm, ls.model.feat_extract_norm) == ("layer", "group")
+    assert (lv.model.layer_norm_first, ls.model.layer_norm_first) == (True, False)
+    assert (lv.data.normalize, ls.data.normalize) == (True, False)
+    for c in (lv, ls):
+        assert c.optim.lr == 3e-4 and c.objective.gumbel_temperature == (2.0, 0.1, 0.999995)
+        assert (c.model.hidden_size, c.model.num_layers, c.model.codevector_dim) == (1024, 24, 768)
+    with pytest.raises(ValueError, match="lv60k, ls960"):
+        load_config_file(path + ":ls60k")

@@ -1,13 +1,17 @@
-"""Tests for ssl_jax/training/loop.py: a non-finite loss skips the update and is counted."""
+"""Tests for ssl_jax/training/loop.py: non-finite updates are skipped; parameters without gradient are held."""
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from ml_collections import config_dict
 
 from ssl_jax import objectives
+from ssl_jax.parallel import mesh as mesh_lib
+from ssl_jax.parallel import sharding as sharding_lib
 from ssl_jax.training import loop
-from ssl_jax.training.optimizer import make_optimizer
+from ssl_jax.training.optimizer import NO_GRADIENT, make_optimizer
 from ssl_jax.training.state import TrainState
 from tests.objectives.test_wav2vec2 import tiny_config, tones
 
@@ -27,3 +31,95 @@ def test_non_finite_loss_skips_update_and_counts():
     s2, m2 = step(s1, good, jax.random.key(1))
     assert int(s2.skipped) == 1 and np.isfinite(float(m2["loss"]))
     assert not np.array_equal(np.asarray(s2.params["project_q"]["kernel"]), np.asarray(state.params["project_q"]["kernel"]))
+
+
+def _adam(opt_state) -> optax.ScaleByAdamState:
+    found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+             if isinstance(s, optax.ScaleByAdamState)]
+    assert len(found) == 1
+    return found[0]
+
+
+def _layers(tree) -> dict:
+    return {k: v for k, v in tree["encoder"]["encoder"].items() if k.startswith("layers_")}
+
+
+def _same(a, b) -> None:
+    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+
+
+def _moved(a, b) -> bool:
+    return not np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_dropped_layers_keep_params_and_moments_on_a_sharded_mesh():
+    cfg = tiny_config()
+    cfg.optim.warmup_fraction = 0.0
+    cfg.optim.weight_decay = 0.1  # without the hold, decay alone would move a dropped layer
+    tx, schedule = make_optimizer(cfg.optim, 10)
+    batch = {"audio": jnp.asarray(tones(8, 3200)), "audio_mask": jnp.ones((8, 3200), bool)}
+    mesh = mesh_lib.make_mesh(config_dict.ConfigDict({"data": 2, "fsdp": 2, "tensor": 1}), jax.devices()[:4])
+    plain = objectives.build(cfg)
+    dropping = objectives.build(tiny_config(layerdrop=1.0))
+    boxed = jax.eval_shape(lambda k: TrainState.create(plain.init(k, batch), tx), jax.random.key(0))
+    shardings = sharding_lib.tree_shardings(boxed, mesh)
+    state = jax.jit(lambda k: nn.unbox(TrainState.create(plain.init(k, batch), tx)), out_shardings=shardings)(
+        jax.random.key(0)
+    )
+    batch = sharding_lib.shard_batch({k: np.asarray(v) for k, v in batch.items()}, mesh)
+    rep = sharding_lib.replicated(mesh)
+
+    def compiled(obj, accum):
+        return jax.jit(
+            loop.make_train_step(obj, tx, schedule, accum),
+            in_shardings=(shardings, sharding_lib.batch_shardings(batch, mesh), rep),
+            out_shardings=(shardings, rep),
+        )
+
+    # LayerDrop off: nothing is held, every layer and its moments move.
+    s1, m1 = compiled(plain, 1)(state, batch, jax.random.key(1))
+    assert NO_GRADIENT not in m1 and "dropped_layers" not in m1
+    assert all(_moved(a, b) for a, b in zip(jax.tree.leaves(_layers(s1.params)), jax.tree.leaves(_layers(state.params))))
+
+    for accum in (1, 2):
+        s2, m2 = compiled(dropping, accum)(s1, batch, jax.random.key(2))
+        assert NO_GRADIENT not in m2 and float(m2["dropped_layers"]) == dropping.encoder_config.num_layers
+        assert int(s2.step) == 2 and int(s2.skipped) == 0
+        _same(_layers(s2.params), _layers(s1.params))
+        for moment in ("mu", "nu"):
+            _same(_layers(getattr(_adam(s2.opt_state), moment)), _layers(getattr(_adam(s1.opt_state), moment)))
+        # Everything outside the Transformer layers still trains.
+        assert _moved(s2.params["project_q"]["kernel"], s1.params["project_q"]["kernel"])
+        assert _moved(s2.params["encoder"]["encoder"]["pos_conv"]["bias"], s1.params["encoder"]["encoder"]["pos_conv"]["bias"])
+        assert _moved(_adam(s2.opt_state).mu["project_q"]["kernel"], _adam(s1.opt_state).mu["project_q"]["kernel"])
+        assert s2.params["project_q"]["kernel"].sharding == s1.params["project_q"]["kernel"].sharding
+
+
+class _Toy:
+    """A linear objective whose `b` is used only by rows flagged `use_b`: a micro-batch without
+    such rows gives `b` no gradient and says so under NO_GRADIENT."""
+
+    def loss(self, params, batch, rng, step, train=True):
+        x, use = batch["x"], batch["use_b"]
+        loss = jnp.mean((x @ params["a"]) ** 2) + jnp.sum(jnp.where(use, (x @ params["b"]) ** 2, 0.0))
+        return loss, {"toy": loss, NO_GRADIENT: {"a": jnp.zeros((), bool), "b": ~jnp.any(use)}}
+
+
+def test_accumulation_holds_only_what_every_micro_batch_left_without_gradient():
+    optim = {"lr": 1e-2, "warmup_fraction": 0.0, "schedule": "constant", "b1": 0.9, "b2": 0.98, "eps": 1e-6,
+             "weight_decay": 0.1, "clip_norm": 0.0}
+    tx, schedule = make_optimizer(optim, 10)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3)), jnp.float32)
+    state = TrainState.create({"a": jnp.ones((3, 2)), "b": jnp.ones((3, 2))}, tx)
+    step = jax.jit(loop.make_train_step(_Toy(), tx, schedule, grad_accum=2))
+    s1, m1 = step(state, {"x": x, "use_b": jnp.ones(4, bool)}, jax.random.key(0))
+    assert set(m1) >= {"toy", "loss"} and NO_GRADIENT not in m1
+    assert _moved(s1.params["b"], state.params["b"])
+    # Only the first micro-batch (rows 0-1) uses b: it is updated, with the mean gradient.
+    s2, _ = step(s1, {"x": x, "use_b": jnp.array([True, False, False, False])}, jax.random.key(0))
+    assert _moved(s2.params["b"], s1.params["b"]) and _moved(_adam(s2.opt_state).mu["b"], _adam(s1.opt_state).mu["b"])
+    # No micro-batch uses b: b, its moments, are held while a moves on.
+    s3, _ = step(s2, {"x": x, "use_b": jnp.zeros(4, bool)}, jax.random.key(0))
+    _same(s3.params["b"], s2.params["b"])
+    _same((_adam(s3.opt_state).mu["b"], _adam(s3.opt_state).nu["b"]), (_adam(s2.opt_state).mu["b"], _adam(s2.opt_state).nu["b"]))
+    assert _moved(s3.params["a"], s2.params["a"]) and int(_adam(s3.opt_state).count) == 3
