@@ -99,6 +99,38 @@ def library_paths() -> tuple[str, str]:
     return espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
 
 
+# espeak's F0 range (Hz) of a voice whose files set none (voices.c, VoiceReset).
+DEFAULT_PITCH = (80, 118)
+
+
+def variant_file(variant: str, data_path: str | None = None) -> str:
+    """Path of the voice variant file `variant` (as in "en-us+f3") in espeak-ng-data.
+
+    Raises:
+        EspeakError: espeak has no such variant.
+    """
+    if data_path is None:
+        data_path = library_paths()[1]
+    folder = os.path.join(data_path, "voices", "!v")
+    path = os.path.join(folder, variant)
+    if not variant or os.path.dirname(variant) or not os.path.isfile(path):
+        raise EspeakError(f"unknown espeak voice variant {variant!r}; "
+                          f"variants: {sorted(os.listdir(folder))}")
+    return path
+
+
+def variant_pitch(variant: str) -> tuple[int, int]:
+    """The F0 range `(low, high)` in Hz that a voice variant's `pitch` line sets (espeak
+    speaks between them at pitch setting 50), `DEFAULT_PITCH` when its file has none."""
+    pitch = DEFAULT_PITCH
+    with open(variant_file(variant), encoding="utf-8", errors="replace") as f:
+        for line in f:
+            words = line.split("//")[0].split()
+            if len(words) >= 3 and words[0] == "pitch":
+                pitch = (int(words[1]), int(words[2]))
+    return pitch
+
+
 def split_ipa(phonemes: str) -> list[str]:
     """Splits espeak's IPA output into one token per phone.
 
@@ -248,17 +280,22 @@ def _event_phones(events: list[Event], num_samples: int) -> list[list]:
     return segs
 
 
-def _trim_zeros(audio: np.ndarray, start: int, end: int) -> tuple[int, int]:
-    """`[start, end)` without the exact-zero samples (espeak's silence) at either end; kept
-    as is when the whole segment is silent."""
-    loud = np.flatnonzero(audio[start:end])
+def _trim_zeros(audio: np.ndarray, start: int, end: int, quiet: float = 0.0) -> tuple[int, int]:
+    """`[start, end)` without the silent samples (magnitude at most `quiet`; 0: espeak's exact
+    zeros) at either end; kept as is when the whole segment is silent."""
+    loud = np.flatnonzero(np.abs(audio[start:end].astype(np.int32)) > quiet)
     if loud.size == 0:
         return start, end
     return start + int(loud[0]), start + int(loud[-1]) + 1
 
 
+def _rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
+
+
 def align(audio: np.ndarray, events: list[Event], phones: list[str],
-          word_phones: list[tuple[str, list[str]]]) -> Alignment:
+          word_phones: list[tuple[str, list[str]]], silence: float = 0.0,
+          onset: bool = False) -> Alignment:
     """Times `phones` and words with espeak's events.
 
     Rule: the labels are `phones` (espeak_TextToPhonemes, `split_ipa` tokens); their times
@@ -270,8 +307,13 @@ def align(audio: np.ndarray, events: list[Event], phones: list[str],
     event span is empty or silent (espeak reports a sonorant after a vowel, as the "l" of
     "all", where the vowel's sound that carries both ends), shares the span of the phone
     before it (after it, for the first phone) equally. Each phone is trimmed of espeak's
-    exact-zero silence at its ends, so a plosive's closure before its release belongs to no
-    phone. Words: every word of the text, phonemised alone (`word_phones`), is paired with the
+    silence at its ends, so a plosive's closure before its release belongs to no phone.
+    Silence is exact zeros; with `silence` > 0, a span is silent when its RMS is at most that
+    fraction of the utterance's peak, and trimming takes off samples no louder than it: voice
+    variants with an echo (f2-f5, m2 ...) leave a faint tail in a closure, which exact zeros
+    would time as the phone espeak reports there. With `onset`, sound before the first
+    phone's event belongs to the first phone (espeak sounds an utterance-initial trill up to
+    ~40 ms before its event at slow rates). Words: every word of the text, phonemised alone (`word_phones`), is paired with the
     utterance's phones the same way (espeak joins some words, such as "on the", into one word
     event, so word events do not always give word boundaries); a word spans from the start
     of its first phone to the end of its last.
@@ -281,17 +323,21 @@ def align(audio: np.ndarray, events: list[Event], phones: list[str],
         events: the events of that call.
         phones: `split_ipa` tokens of the text.
         word_phones: `(word, its split_ipa tokens)` for each word of the text.
+        silence: the level, as a fraction of the peak, at or below which a span (its RMS)
+            or a sample at a phone's end is silent; 0: exact zeros only.
+        onset: start the first phone where the sound starts, when that is earlier.
     Returns:
         the alignment, positions in samples of `audio`.
     """
     n = int(audio.shape[0])
+    quiet = silence * float(np.abs(audio.astype(np.int32)).max()) if n else 0.0
     timed = _event_phones(events, n)
     spans: list[list[int] | None] = []
     for partners in _partners(phones, [t[0] for t in timed]):
         span = [timed[partners[0]][1], timed[partners[-1]][2]] if partners else None
         # espeak reports a sonorant after a vowel (the "l" of "all") at the end of the vowel's
         # sound, which carries both: an empty or silent event span is no timing.
-        if span is not None and not np.any(audio[span[0]:span[1]]):
+        if span is not None and _rms(audio[span[0]:span[1]]) <= quiet:
             span = None
         spans.append(span)
     # Phones that share one event phone, or have none, split the time of their host.
@@ -312,11 +358,15 @@ def align(audio: np.ndarray, events: list[Event], phones: list[str],
         host = next((spans[i] for i in group if spans[i] is not None), None)
         if host is None:  # no event phone at all
             return Alignment((), ())
-        s, e = _trim_zeros(audio, *host)
+        s, e = _trim_zeros(audio, *host, quiet)
         for k, i in enumerate(group):
             a, b = s + (e - s) * k // len(group), s + (e - s) * (k + 1) // len(group)
-            a, b = _trim_zeros(audio, a, b)
+            a, b = _trim_zeros(audio, a, b, quiet)
             out_phones.append((phones[i], a, b))
+    if onset and out_phones:
+        sound = np.flatnonzero(np.abs(audio.astype(np.int32)) > quiet)
+        if sound.size and int(sound[0]) < out_phones[0][1]:
+            out_phones[0] = (out_phones[0][0], int(sound[0]), out_phones[0][2])
 
     flat = [p for _, ps in word_phones for p in ps]
     owner = [w for w, (_, ps) in enumerate(word_phones) for _ in ps]
@@ -422,10 +472,7 @@ class Espeak:
         if voice == self._voice:
             return
         if "+" in voice:  # espeak silently ignores unknown variants
-            variant = voice.split("+", 1)[1]
-            if not os.path.isfile(os.path.join(self._data_path, "voices", "!v", variant)):
-                raise EspeakError(f"unknown espeak voice variant {variant!r} in {voice!r}; "
-                                  f"variants: {sorted(os.listdir(os.path.join(self._data_path, 'voices', '!v')))}")
+            variant_file(voice.split("+", 1)[1], self._data_path)
         err = self._lib.espeak_SetVoiceByName(voice.encode())
         if err != 0:
             self._voice = None
@@ -511,14 +558,16 @@ class Rendering:
     alignment: Alignment
 
 
-def render_aligned(text: str, voice: str, prosody: Prosody = Prosody(), seed: int = 0
-                   ) -> Rendering:
-    """As `render`, with the phone and word alignment of the audio (see `align`)."""
+def render_aligned(text: str, voice: str, prosody: Prosody = Prosody(), seed: int = 0,
+                   silence: float = 0.0, onset: bool = False) -> Rendering:
+    """As `render`, with the phone and word alignment of the audio (see `align`, which takes
+    `silence` and `onset`)."""
     with Espeak() as es:
         audio, events = es.synth_events(text, voice, prosody, seed=seed)
         phones = es.phonemes(text, voice)
         word_phones = [(w, es.phonemes(w, voice)) for w in text_words(text)]
-        return Rendering(audio, es.sample_rate, phones, align(audio, events, phones, word_phones))
+        return Rendering(audio, es.sample_rate, phones,
+                         align(audio, events, phones, word_phones, silence, onset))
 
 
 def check_voice(voice: str) -> None:

@@ -17,9 +17,15 @@ fit the next smaller bucket).
 Multi-host: every process plans the same global batches and reads only its own
 `batch_size` rows of each, so all processes see the same bucket at every step.
 
+Stages (Grain maps, run in the worker processes when there are any): read the planned
+utterances -> [speed perturbation] -> crop -> [the other augmentations] -> normalise and pad.
+The bracketed stages (`ssl_jax.data.augment`) exist only in training iterators whose
+`augment` settings turn something on; they draw from (seed, batch number, row) too.
+
 Batch (numpy): `audio` f32[batch, samples], `audio_mask` bool[batch, samples] (True = real
 sample), `lengths` int32[batch]; and, for aligning labels or frame targets, `index` int32[batch]
-(record number in the split, -1 for an empty item) and `offset` int32[batch] (crop start).
+(record number in the split, -1 for an empty item) and `offset` int32[batch] (crop start);
+with augmentation, `speed` f32[batch] and optionally `clean_audio` (see `train_iterator`).
 Bucketing by length follows the usual sequence-bucketing practice of speech toolkits
 (e.g. fairseq's `batch_by_size`), done here with fixed shapes for `jax.jit`.
 """
@@ -30,10 +36,13 @@ import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import grain
 import numpy as np
 
+from ssl_jax.data import augment as augment_lib
 from ssl_jax.data.shards import ShardSource
 
 log = logging.getLogger(__name__)
@@ -194,64 +203,102 @@ def normalize_audio(audio: np.ndarray) -> np.ndarray:
     return ((audio - audio.mean()) / np.sqrt(audio.var() + 1e-7)).astype(np.float32)
 
 
-class _MakeBatch(grain.transforms.Map):
-    """Batch number -> padded batch dict. Reads only this process's rows of the global batch."""
+def _load(source: ShardSource, idx: int) -> np.ndarray | None:
+    """Record `idx` as float32 [samples], or None (logged) when it cannot be used."""
+    try:
+        audio = np.asarray(source[idx]["audio"], np.float32)
+    except Exception as e:  # a corrupt record must not stop training
+        log.warning("skipping unreadable record %d of %s: %s", idx, source, e)
+        return None
+    if audio.ndim != 1:
+        log.warning("skipping record %d of %s: audio shape %s is not [samples]",
+                    idx, source, audio.shape)
+        return None
+    if not np.isfinite(audio).all():
+        log.warning("skipping record %d of %s: non-finite samples", idx, source)
+        return None
+    return audio
+
+
+class _ReadBatch(grain.transforms.Map):
+    """Batch number -> this process's rows of the planned global batch, as whole utterances.
+
+    The element passed between the stages: `batch` (number in the stream), `epoch`, `length`
+    (the bucket, samples), `ids` int64[batch] (record numbers, -1 = empty), `rows`
+    int64[batch] (global row of each item), `wavs` (list of float32 [samples], None = empty).
+    """
 
     def __init__(self, source: ShardSource, planner: _Planner, *, batch_size: int,
-                 max_samples: int, normalize: bool, process_index: int, train: bool):
+                 process_index: int):
         self.source, self.planner = source, planner
-        self.batch_size, self.max_samples, self.normalize = batch_size, max_samples, normalize
-        self.process_index, self.train = process_index, train
+        self.batch_size, self.process_index = batch_size, process_index
 
-    def _load(self, idx: int) -> np.ndarray | None:
-        try:
-            audio = np.asarray(self.source[idx]["audio"], np.float32)
-        except Exception as e:  # a corrupt record must not stop training
-            log.warning("skipping unreadable record %d of %s: %s", idx, self.source, e)
-            return None
-        if audio.ndim != 1:
-            log.warning("skipping record %d of %s: audio shape %s is not [samples]",
-                        idx, self.source, audio.shape)
-            return None
-        if not np.isfinite(audio).all():
-            log.warning("skipping record %d of %s: non-finite samples", idx, self.source)
-            return None
-        return audio
+    def map(self, g: int) -> dict:
+        g = int(g)
+        epoch, j = divmod(g, self.planner.batches_per_epoch)
+        rows, row_bucket = self.planner.epoch(epoch)
+        lo = self.process_index * self.batch_size
+        ids = rows[j, lo:lo + self.batch_size].astype(np.int64)
+        wavs = [None if idx < 0 else _load(self.source, int(idx)) for idx in ids]
+        return {"batch": g, "epoch": epoch, "length": int(self.planner.buckets[row_bucket[j]]),
+                "ids": ids, "rows": np.arange(lo, lo + self.batch_size, dtype=np.int64),
+                "wavs": wavs}
+
+
+class _Crop(grain.transforms.Map):
+    """Crops each utterance to min(its length, `max_samples`, the bucket); sets `offset`.
+
+    Training crops start at a random offset seeded by (seed, epoch, record); eval crops at 0.
+    """
+
+    def __init__(self, seed: int, max_samples: int, train: bool):
+        self.seed, self.max_samples, self.train = seed, max_samples, train
 
     def _offset(self, epoch: int, idx: int, excess: int) -> int:
         if not self.train or excess <= 0:
             return 0
-        rng = np.random.default_rng([_u64(self.planner.seed), epoch, idx, 1])
+        rng = np.random.default_rng([_u64(self.seed), epoch, idx, 1])
         return int(rng.integers(0, excess + 1))
 
-    def map(self, g: int) -> dict[str, np.ndarray]:
-        g = int(g)
-        per_epoch = self.planner.batches_per_epoch
-        epoch, j = divmod(g, per_epoch)
-        rows, row_bucket = self.planner.epoch(epoch)
-        length = int(self.planner.buckets[row_bucket[j]])
-        lo = self.process_index * self.batch_size
-        ids = rows[j, lo:lo + self.batch_size]
-        audio = np.zeros((self.batch_size, length), np.float32)
-        lengths = np.zeros((self.batch_size,), np.int32)
-        offsets = np.zeros((self.batch_size,), np.int32)
-        index = np.full((self.batch_size,), -1, np.int32)
-        for b, idx in enumerate(ids):
-            if idx < 0:
-                continue
-            wav = self._load(int(idx))
+    def map(self, element: dict) -> dict:
+        offsets = np.zeros((len(element["wavs"]),), np.int32)
+        for b, wav in enumerate(element["wavs"]):
             if wav is None:
                 continue
-            target = min(len(wav), self.max_samples, length)
-            start = self._offset(epoch, int(idx), len(wav) - target)
-            wav = wav[start:start + target]
-            if self.normalize:
-                wav = normalize_audio(wav)
-            audio[b, :len(wav)] = wav
-            lengths[b], offsets[b], index[b] = len(wav), start, idx
+            target = min(len(wav), self.max_samples, element["length"])
+            start = self._offset(element["epoch"], int(element["ids"][b]), len(wav) - target)
+            element["wavs"][b] = wav[start:start + target]
+            offsets[b] = start
+        element["offset"] = offsets
+        return element
+
+
+def _pad(wavs: list[np.ndarray | None], length: int, normalize: bool) -> np.ndarray:
+    audio = np.zeros((len(wavs), length), np.float32)
+    for b, wav in enumerate(wavs):
+        if wav is not None:
+            audio[b, :len(wav)] = normalize_audio(wav) if normalize else wav
+    return audio
+
+
+class _Collate(grain.transforms.Map):
+    """Crops -> the padded batch dict of the module docstring (normalised per item if asked)."""
+
+    def __init__(self, normalize: bool):
+        self.normalize = normalize
+
+    def map(self, element: dict) -> dict[str, np.ndarray]:
+        wavs, length = element["wavs"], element["length"]
+        lengths = np.array([0 if w is None else len(w) for w in wavs], np.int32)
+        index = np.array([-1 if w is None else i for w, i in zip(wavs, element["ids"])], np.int32)
         mask = np.arange(length)[None, :] < lengths[:, None]
-        return {"audio": audio, "audio_mask": mask, "lengths": lengths, "index": index,
-                "offset": offsets}
+        batch = {"audio": _pad(wavs, length, self.normalize), "audio_mask": mask,
+                 "lengths": lengths, "index": index, "offset": element["offset"]}
+        if "speed" in element:
+            batch["speed"] = element["speed"]
+        if "clean" in element:
+            batch["clean_audio"] = _pad(element["clean"], length, self.normalize)
+        return batch
 
 
 def _ensure_flags_parsed() -> None:
@@ -302,7 +349,9 @@ def train_plan(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
 def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
                    min_samples: int, num_buckets: int, normalize: bool, seed: int,
                    num_workers: int = 0, process_index: int = 0, process_count: int = 1,
-                   buffer_size: int = 2, crop_to_bucket: float = 0.0) -> grain.DatasetIterator:
+                   buffer_size: int = 2, crop_to_bucket: float = 0.0,
+                   augment: Mapping[str, Any] | augment_lib.AugmentSettings | None = None
+                   ) -> grain.DatasetIterator:
     """Infinite, seeded, epoch-aware iterator of training batches (see the module docstring).
 
     Args:
@@ -321,6 +370,11 @@ def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: 
         crop_to_bucket: an utterance may lose up to this fraction of its samples (random
             crop) to fit the next smaller bucket instead of being padded up; 0 never cuts
             utterances shorter than `max_samples`.
+        augment: the `data.augment` section (`ssl_jax.data.augment`); None or all
+            probabilities 0 = no augmentation. Its draws derive from (seed, batch number,
+            global row), so resuming and the split over processes stay exact. With it on,
+            batches also carry `speed` f32[batch] (each item's speed factor; `offset` then
+            counts samples of the perturbed utterance) and, with `clean_copy`, `clean_audio`.
 
     A saved state restores into an iterator built with the same arguments (including
     `num_workers`: Grain's state records one position per worker).
@@ -339,9 +393,16 @@ def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: 
     if plan.num_kept == 0:
         raise ValueError(f"{shard_dir} split {split!r}: none of its {len(source)} utterances is at "
                          f"least min_samples={min_samples} long")
-    make = _MakeBatch(source, planner, batch_size=batch_size, max_samples=max_samples,
-                      normalize=normalize, process_index=process_index, train=True)
-    ds = grain.MapDataset.range(_STREAM_LENGTH).map(make)
+    settings = augment_lib.settings_from_config(augment)
+    ds = grain.MapDataset.range(_STREAM_LENGTH).map(
+        _ReadBatch(source, planner, batch_size=batch_size, process_index=process_index))
+    augmenter = augment_lib.Augmenter(settings, seed, source) if settings.active else None
+    if augmenter is not None:
+        ds = ds.map(augment_lib.SpeedPerturb(augmenter))
+    ds = ds.map(_Crop(seed, max_samples, train=True))
+    if augmenter is not None:
+        ds = ds.map(augment_lib.Augment(augmenter))
+    ds = ds.map(_Collate(normalize))
     it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=1 if num_workers else 2,
                                                  prefetch_buffer_size=buffer_size))
     if num_workers > 0:
@@ -368,9 +429,10 @@ def eval_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: i
     source = _open(shard_dir, split)
     planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
                        0, batch_size, 0, train=False)
-    make = _MakeBatch(source, planner, batch_size=batch_size, max_samples=max_samples,
-                      normalize=normalize, process_index=0, train=False)
-    ds = grain.MapDataset.range(planner.batches_per_epoch).map(make)
+    ds = (grain.MapDataset.range(planner.batches_per_epoch)
+          .map(_ReadBatch(source, planner, batch_size=batch_size, process_index=0))
+          .map(_Crop(0, max_samples, train=False))
+          .map(_Collate(normalize)))
     it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)))
     it.plan = planner.describe(len(source))
     return it

@@ -5,8 +5,13 @@ corpus, `python -m ssl_jax.data.synth --eval --out DIR [--seed S]` the evaluatio
 16 kHz shards (`ssl_jax.data.shards`), per-split manifests and `DIR/corpus.json`. They give
 the project labels for every downstream task without any download:
 
-* speakers: espeak voice (7 English accents, 10 other languages) x voice variant x base
-  pitch / rate / pitch range; `test_unseen` holds speakers absent from the other splits;
+* speakers: espeak voice (7 English accents and 18 other languages in the pretraining
+  corpus) x voice variant (41, formant and Klatt synthesis, `VARIANTS`) x base F0, pitch
+  range, rate, word gap and level (`speaker_catalogue`: 1,025 speakers, of which a corpus
+  takes more as its hours grow, `speaker_count`: 160 at 1 h, 400 at 5 h, about 600 at
+  10 h); each pretraining utterance jitters its speaker's settings a little
+  (`utterance_prosody`), and is set to an active speech level; `test_unseen` holds speakers
+  absent from the other splits;
 * text and IPA phones from espeak itself (`ssl_jax.data.espeak.split_ipa` states the rule),
   and an `alignment` of every utterance: phones and words with `[start, end)` positions in
   samples of the stored 16 kHz audio (`ssl_jax.data.espeak.align` states the rule);
@@ -15,16 +20,18 @@ the project labels for every downstream task without any download:
   words, and `_silence_` clips of low-level noise without speech), `intent`
   (Fluent-Speech-Commands-like English commands with action / object / location labels);
 * speaking styles `neutral`, `fast_high`, `slow_low`, `loud`. These are PROSODY classes made
-  by changing espeak's rate, pitch, pitch range and volume; they are not emotions, and a model
+  by changing espeak's rate, pitch and pitch range and the level (espeak's volume in the
+  evaluation corpus, a gain in the pretraining corpus); they are not emotions, and a model
   that separates them has learnt tempo, pitch and loudness, nothing about affect.
 
 The evaluation corpus (`build_eval_corpus`) is sized for ranking upstream models: its own
-speakers (other voice variants and base prosody than any pretraining speaker, so scores
-measure generalisation to new voices), balanced keyword and intent classes, hundreds of test
+speakers (voice variants no pretraining speaker uses, so scores measure generalisation to new
+voices; 17 of the pretraining voices), balanced keyword and intent classes, hundreds of test
 items per task, held-out speakers for verification trials, and two ABX splits of minimal-pair
 English words (`abx_words`, one clip per word and speaker) and running speech made of them
 (`abx_sentences`) for across-speaker ABX discrimination (Schatz et al., 2013; the
-Libri-light / ZeroSpeech ABX protocol, Kahn et al., 2020, arXiv:1912.07875).
+Libri-light / ZeroSpeech ABX protocol, Kahn et al., 2020, arXiv:1912.07875);
+`ensure_eval_abx_words` builds the `abx_words` split alone, for probes during training.
 
 `_silence_` clips belong to no speaker: their `speaker` is `_none_` and `language` `none`,
 and their alignment is empty.
@@ -40,6 +47,7 @@ from __future__ import annotations
 import argparse
 import collections
 import fcntl
+import functools
 import json
 import math
 import multiprocessing
@@ -49,7 +57,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -59,7 +67,7 @@ from ssl_jax.data.shards import SAMPLE_RATE, ShardWriter
 
 # Bump a version whenever the bytes a plan renders to, or the manifest fields, change: the
 # cache folder names carry it, so an older corpus is never reused silently.
-FORMAT_VERSION = 2  # 2: manifests carry `alignment`
+FORMAT_VERSION = 3  # 2: manifests carry `alignment`; 3: wider speaker catalogue, jitter, levels
 FORMAT = f"ssl_jax-synth-v{FORMAT_VERSION}"
 EVAL_FORMAT_VERSION = 1
 EVAL_FORMAT = f"ssl_jax-evalcorpus-v{EVAL_FORMAT_VERSION}"
@@ -74,27 +82,114 @@ STYLE_NOTE = (
     "pitch, slow_low = slower speech at lower pitch with a narrower pitch range, loud = higher "
     "amplitude with a wider pitch range, neutral = the speaker's base settings. They are made "
     "with espeak's rate/pitch/range/volume controls and carry no affective content.")
+PRETRAIN_STYLE_NOTE = (
+    "Speaking styles are prosody classes, not emotions: fast_high = faster speech at higher "
+    "pitch, slow_low = slower speech at lower pitch with a narrower pitch range, loud = a "
+    "higher speech level with a wider pitch range, neutral = the speaker's base settings. "
+    "They are made with espeak's rate/pitch/range controls and a gain on the audio, and carry "
+    "no affective content.")
 
 # espeak voice -> wordfreq language of its vocabulary. The voice name is the `language` label.
 ENGLISH_VOICES = ("en-us", "en-us-nyc", "en-gb-x-rp", "en-gb-scotland", "en-029",
                   "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 OTHER_VOICES = ("de", "fr", "es", "it", "pt", "nl", "sv", "pl", "cs", "fi")
-ALL_VOICES = ENGLISH_VOICES + OTHER_VOICES
-VOICE_LANG = {**{v: "en" for v in ENGLISH_VOICES}, **{v: v for v in OTHER_VOICES}}
-SPEAKERS_PER_VOICE = {**{v: 6 for v in ENGLISH_VOICES}, **{v: 4 for v in OTHER_VOICES}}
-VARIANTS = ("m1", "f1", "m2", "f2", "m3", "f3", "m4", "f4", "m5", "f5", "m6", "m7")
+# The evaluation corpus speaks these; the pretraining corpus adds `EXTRA_VOICES`, languages
+# of other families and phone inventories (Catalan, Danish, Hungarian, Romanian, Turkish,
+# Norwegian, Lithuanian, Indonesian) that espeak speaks and wordfreq has words for.
+EVAL_VOICES = ENGLISH_VOICES + OTHER_VOICES
+EXTRA_VOICES = ("ca", "da", "hu", "ro", "tr", "nb", "lt", "id")
+ALL_VOICES = EVAL_VOICES + EXTRA_VOICES
+VOICE_LANG = {**{v: "en" for v in ENGLISH_VOICES}, **{v: v for v in OTHER_VOICES + EXTRA_VOICES}}
+# Share of the pretraining speakers per voice, relative: an English accent has twice the
+# speakers of another language, so that about 45% of the speakers speak English.
+VOICE_WEIGHT = {v: 2 if VOICE_LANG[v] == "en" else 1 for v in ALL_VOICES}
 
-# Per style: (rate factor, pitch offset, range offset, espeak volume).
+# espeak voice variants (espeak-ng-data/voices/!v) of the pretraining speakers; none of them
+# is an evaluation variant. Each variant file sets formant frequencies and strengths (the
+# vocal tract), voicing, breath, F0 range and intonation; `KLATT_VARIANTS` synthesise with
+# espeak's Klatt synthesiser (other glottal source and formant filters) instead of its
+# harmonic one. Selection: each variant spoke the same five sentences in five languages and
+# was kept when its speech is periodic (at the F0 the catalogue gives it, the normalised
+# autocorrelation of 79-100% of the active 64 ms frames of a voiced English sentence peaks
+# above 0.5 at a lag of 2-20 ms, against 0-54% for the whispered, croaky and excluded Klatt
+# variants; tests/data/test_synth.py measures it), pYIN finds voicing in its English
+# sentence (50-97% of the frames, 0-10% for those), its
+# spectrogram shows formant tracks, and its voiceless fricatives are no more than 8 dB
+# weaker against its vowels than the median variant's (-14 dB in power; voicing-heavy
+# variants reach -23 to -28 dB, under the noise floor of quiet consonants); the others are
+# `EXCLUDED_VARIANTS`.
+FORMANT_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5",
+                    "Alicia", "Marco", "Storm", "gustave", "iven3", "iven4", "john", "paul",
+                    "pedro", "sandro", "zac")
+KLATT_VARIANTS = ("klatt3", "klatt4", "klatt5", "klatt6", "Reed", "adam", "benjamin", "david",
+                  "edward", "edward2", "mike2")
+VARIANTS = FORMANT_VARIANTS + KLATT_VARIANTS
+EXCLUDED_VARIANTS = {
+    **dict.fromkeys(("klatt", "klatt2"), "Klatt source without periodic voicing (periodic in "
+                    "29-34% of active frames, pYIN voiced in 0-10%)"),
+    **dict.fromkeys(("caleb", "whisper", "whisperf"), "whispered (no voicing)"),
+    **dict.fromkeys(("croak", "grandpa"), "flutter 20: F0 too irregular for pYIN (croaky)"),
+    **dict.fromkeys(("Demonic", "UniRobot", "anikaRobot", "announcer", "robosoft",
+                     "robosoft2", "robosoft3", "robosoft4", "robosoft5", "robosoft6",
+                     "robosoft7", "robosoft8"), "novelty voice (robotic, echo, distortion)"),
+    **dict.fromkeys(("RicishayMax", "RicishayMax2", "RicishayMax3"), "long echo"),
+    "Tweaky": "third formant at twice its frequency",
+    "fast": "espeak's speed test voice",
+    "Mr serious": "a name with a space",
+    **dict.fromkeys(("Gene", "Gene2", "Jacky", "antonio", "ed", "iven", "iven2"),
+                    "voiceless fricatives 22-28 dB below the vowels (median variant 14 dB)"),
+    "steph3": "the evaluation variant steph with other voicing",
+    "AnxiousAndy": "the evaluation variant Andy's formant frequencies",
+}
+# Variants whose F0 range (the `pitch` line of the variant file) is centred at or above this
+# speak with a female-like F0; the catalogue gives them female F0 targets.
+FEMALE_F0 = 140.0
+# Speaker F0 targets (median F0 in Hz): log-normal around `median` with `spread`, clipped.
+F0_TARGETS = {"male": (115.0, 0.15, 80.0, 170.0), "female": (205.0, 0.12, 150.0, 280.0)}
+# espeak's pitch parameter multiplies a variant's F0; measured median F0 ratios to pitch 50
+# (m1, f1 and klatt4, one English sentence each): pitch -> ratio.
+PITCH_RATIO = ((0, 0.68), (25, 0.83), (50, 1.0), (75, 1.30), (99, 1.72))
+CATALOGUE_SEED = 0x5EA4E2  # fixes speaker prosody: speaker ids mean the same in every corpus
+
+# Per style: (rate factor, pitch offset, range offset, espeak volume). The pretraining corpus
+# sets the level with a gain instead of espeak's volume: `STYLE_LEVEL_DB`.
 STYLE_PROSODY = {
     "neutral": (1.0, 0, 0, 60),
     "fast_high": (1.45, 22, 0, 60),
     "slow_low": (0.7, -22, -15, 60),
     "loud": (1.05, 6, 25, 130),
 }
+# Pretraining levels: the active speech level (ITU-T P.56-like, see `active_level_db`) of a
+# neutral utterance is `NEUTRAL_LEVEL_DB` dBFS plus the speaker's own offset (+-3 dB); loud
+# adds 20 log10(130 / 60) dB, espeak's volume ratio of the evaluation corpus. Peaks stay
+# below `PEAK_DBFS`: a louder utterance is turned down to it.
+NEUTRAL_LEVEL_DB = -25.0
+STYLE_LEVEL_DB = {"neutral": 0.0, "fast_high": 0.0, "slow_low": 0.0, "loud": 6.7}
+PEAK_DBFS = -1.0
+# espeak compresses its output near full scale, so it renders at a volume that keeps peaks
+# below `RENDER_PEAK` of full scale (rendering again quieter when one exceeds it); the level
+# is set afterwards on the float audio.
+RENDER_VOLUME = 30
+RENDER_PEAK = 0.7
+# Alignment silence (`ssl_jax.data.espeak.align`) of pretraining utterances: samples at or
+# below this fraction of the peak (-50 dB), so that echo tails in closures are silence.
+ALIGN_SILENCE = 0.003
+# Speech-to-noise ratio of the low-level noise under every pretraining utterance, dB.
+SNR_DB = (35.0, 49.0)
+# Per-utterance jitter of a speaker's settings (standard deviations; drawn values are clipped
+# at two of them): pitch and range in espeak units, rate as a log factor, level in dB; the
+# word gap (10 ms units) moves by one step either way with probability `WORDGAP_JITTER` each.
+JITTER = {"pitch": 3.0, "range": 5.0, "rate": 0.05, "level_db": 1.0}
+WORDGAP_JITTER = 0.15
 # Shares of an English speaker's utterances; other languages speak sentences only.
 TASK_SHARES = {"keyword": 0.35, "intent": 0.25}
 MIN_SPEAKERS = 20
-SECONDS_PER_SPEAKER = 11.0  # speaker count grows with the requested hours up to the catalogue
+# The speaker count grows with the requested hours, sub-linearly (more speech per speaker as
+# corpora grow): SPEAKERS_AT_1H * hours ** SPEAKER_GROWTH (160 at 1 h, 400 at 5 h, 590 at
+# 10 h), at most one speaker per MIN_SECONDS_PER_SPEAKER of audio and at most the catalogue.
+SPEAKERS_AT_1H = 160
+SPEAKER_GROWTH = 0.57
+MIN_SECONDS_PER_SPEAKER = 20.0
 MIN_SEEN_UTTERANCES = 10  # two train utterances per style, one valid, one test
 MIN_UNSEEN_UTTERANCES = 6  # every style, and several per speaker for verification trials
 
@@ -134,7 +229,13 @@ EVAL_PURPOSE = (
 
 @dataclass(frozen=True)
 class Speaker:
-    """One synthetic speaker: an espeak voice + variant with base prosody."""
+    """One synthetic speaker: an espeak voice + variant with base prosody.
+
+    `pitch`, `rate` and `range` are espeak settings (pitch and range 0-99, rate in words per
+    minute). Pretraining speakers also have a base `wordgap` (10 ms units), a level offset
+    `level_db` and the median F0 their pitch was chosen for, `f0` (Hz); evaluation speakers
+    leave them None.
+    """
 
     id: str
     voice: str
@@ -142,51 +243,171 @@ class Speaker:
     pitch: int
     rate: int
     range: int
+    wordgap: int | None = None
+    level_db: float | None = None
+    f0: float | None = None
 
     @property
     def language(self) -> str:
         return self.voice
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "voice": self.voice, "variant": self.variant,
-                "language": self.language, "pitch": self.pitch, "rate": self.rate,
-                "range": self.range}
+        out = {"id": self.id, "voice": self.voice, "variant": self.variant,
+               "language": self.language, "pitch": self.pitch, "rate": self.rate,
+               "range": self.range}
+        for key in ("wordgap", "level_db", "f0"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 def _interleave(per_voice: dict[str, int]) -> list[tuple[str, int]]:
-    """`(voice, rank within the voice)` in rounds over `ALL_VOICES`, so that any prefix spans
+    """`(voice, rank within the voice)` in rounds over `EVAL_VOICES`, so that any prefix spans
     every voice."""
-    return [(voice, r) for r in range(max(per_voice.values())) for voice in ALL_VOICES
+    return [(voice, r) for r in range(max(per_voice.values())) for voice in EVAL_VOICES
             if r < per_voice[voice]]
 
 
-def speaker_catalogue(voices: tuple[str, ...] | None = None) -> list[Speaker]:
-    """All speakers of the pretraining corpus, interleaved over voices so that any prefix
-    spans every voice.
+@functools.lru_cache(maxsize=None)
+def variant_f0(variant: str) -> float:
+    """The centre of a variant's F0 range in Hz (its file's `pitch` line; espeak's default
+    80-118 Hz without one): about its median F0 at espeak pitch 50."""
+    from ssl_jax.data import espeak
 
-    The catalogue is fixed (independent of the seed) so speaker ids are stable.
+    low, high = espeak.variant_pitch(variant)
+    return (low + high) / 2.0
+
+
+def _weighted_rounds(weights: dict[str, int], capacity: int) -> list[tuple[str, int]]:
+    """`(voice, rank within the voice)`: smooth weighted round robin over `weights` (in their
+    order), each voice taken `capacity` times, so that any prefix holds every voice in
+    proportion to its weight."""
+    credit = dict.fromkeys(weights, 0)
+    taken = dict.fromkeys(weights, 0)
+    out = []
+    while True:
+        active = [v for v in weights if taken[v] < capacity]
+        if not active:
+            return out
+        for v in active:
+            credit[v] += weights[v]
+        pick = max(active, key=lambda v: credit[v])  # the first of equals
+        credit[pick] -= sum(weights[v] for v in active)
+        out.append((pick, taken[pick]))
+        taken[pick] += 1
+
+
+def _assign_variants(order: list[tuple[str, int]]) -> list[str]:
+    """The variant of each catalogue position in `order` (`(voice, rank)` pairs): every
+    variant once per voice, female-F0 ones at two of every five positions while the voice
+    has any left, each voice's variants rotated by its index so that voices start on
+    different ones."""
+    female = [v for v in VARIANTS if variant_f0(v) >= FEMALE_F0]
+    male = [v for v in VARIANTS if variant_f0(v) < FEMALE_F0]
+    left = {voice: ([female[(3 * i + j) % len(female)] for j in range(len(female))],
+                    [male[(11 * i + j) % len(male)] for j in range(len(male))])
+            for i, voice in enumerate(ALL_VOICES)}
+    out = []
+    for k, (voice, _) in enumerate(order):
+        fem, mal = left[voice]
+        out.append((fem if (fem and k % 5 in (0, 2)) or not mal else mal).pop(0))
+    return out
+
+
+def _pitch_for(f0: float, variant: str) -> int:
+    """espeak's pitch setting (0-99) at which `variant` speaks closest to median F0 `f0` (Hz),
+    interpolating `PITCH_RATIO` in log ratio."""
+    steps, ratios = zip(*PITCH_RATIO)
+    return int(round(float(np.interp(math.log(f0 / variant_f0(variant)), np.log(ratios), steps))))
+
+
+def _pitch_f0(pitch: int, variant: str) -> float:
+    """The median F0 (Hz) of `variant` at espeak pitch setting `pitch` (`PITCH_RATIO`)."""
+    steps, ratios = zip(*PITCH_RATIO)
+    return variant_f0(variant) * math.exp(float(np.interp(pitch, steps, np.log(ratios))))
+
+
+@functools.lru_cache(maxsize=None)
+def _full_catalogue() -> tuple[Speaker, ...]:
+    order = _weighted_rounds(VOICE_WEIGHT, len(VARIANTS))
+    out = []
+    for k, ((voice, _), variant) in enumerate(zip(order, _assign_variants(order))):
+        rng = np.random.default_rng([CATALOGUE_SEED, k])
+        median, spread, low, high = F0_TARGETS["female" if variant_f0(variant) >= FEMALE_F0
+                                                else "male"]
+        pitch = _pitch_for(float(np.clip(median * math.exp(rng.normal(0.0, spread)), low, high)),
+                           variant)
+        rate = int(round(math.exp(rng.uniform(math.log(135.0), math.log(215.0)))))
+        spread_range = int(rng.integers(20, 81))
+        wordgap = 0 if rng.random() < 0.6 else int(rng.integers(1, 4))
+        level = round(float(rng.uniform(-3.0, 3.0)), 1)
+        out.append(Speaker(id=f"spk{k:04d}", voice=voice, variant=variant, pitch=pitch,
+                           rate=rate, range=spread_range, wordgap=wordgap, level_db=level,
+                           f0=round(_pitch_f0(pitch, variant), 1)))
+    return tuple(out)
+
+
+def speaker_catalogue(voices: tuple[str, ...] | None = None) -> list[Speaker]:
+    """All speakers of the pretraining corpus: one per (voice, variant) of `ALL_VOICES` x
+    `VARIANTS`, interleaved so that any prefix spans every voice (English accents twice as
+    often as other languages, `VOICE_WEIGHT`) and many variants (two in five with a female F0
+    range while the voice has any left).
+
+    Each speaker's base prosody is drawn once from `CATALOGUE_SEED` and its index: a median
+    F0 (male-range variants around 115 Hz, female-range ones around 205 Hz, `F0_TARGETS`)
+    turned into espeak's pitch setting for its variant (`f0` is the F0 that setting gives,
+    which differs where the variant cannot reach the target), a pitch range 20-80, a rate of 135-215
+    words per minute (log-uniform), a word gap (none for 60%, else 10-30 ms) and a level
+    offset of +-3 dB. The catalogue does not depend on the corpus seed, so speaker ids are
+    stable; `voices` keeps the speakers of those voices (with their ids).
     """
     if voices is None:
         voices = ALL_VOICES
     unknown = [v for v in voices if v not in VOICE_LANG]
     if unknown:
         raise ValueError(f"unknown voice(s) {unknown}; the corpus knows {list(ALL_VOICES)}")
-    out = []
-    for k, (voice, r) in enumerate(_interleave(SPEAKERS_PER_VOICE), start=1):
-        if voice in voices:
-            out.append(Speaker(
-                id=f"spk{k - 1:03d}", voice=voice,
-                variant=VARIANTS[(r * 7 + ALL_VOICES.index(voice) * 3) % len(VARIANTS)],
-                pitch=30 + (k * 37) % 41, rate=150 + (k * 23) % 51, range=30 + (k * 53) % 51))
-    return out
+    return [s for s in _full_catalogue() if s.voice in voices]
+
+
+def speaker_count(hours: float, available: int) -> int:
+    """How many speakers a pretraining corpus of `hours` has, from a catalogue of `available`:
+    `SPEAKERS_AT_1H * hours ** SPEAKER_GROWTH`, at most one per `MIN_SECONDS_PER_SPEAKER` of
+    audio, at least `MIN_SPEAKERS`, at most `available`."""
+    wanted = min(SPEAKERS_AT_1H * hours ** SPEAKER_GROWTH, hours * 3600.0 / MIN_SECONDS_PER_SPEAKER)
+    return int(np.clip(round(wanted), min(MIN_SPEAKERS, available), available))
+
+
+def catalogue_summary(voices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """How the pretraining speakers are made (for `corpus.json`): voices, variants, the size
+    of the catalogue, and the rules of base prosody, jitter and levels."""
+    catalogue = speaker_catalogue(voices)
+    return {
+        "speakers_available": len(catalogue),
+        "voices": sorted({s.voice for s in catalogue}),
+        "variants": list(VARIANTS),
+        "klatt_variants": list(KLATT_VARIANTS),
+        "female_f0_variants": [v for v in VARIANTS if variant_f0(v) >= FEMALE_F0],
+        "excluded_variants": dict(EXCLUDED_VARIANTS),
+        "speaker_count": {"speakers_at_1h": SPEAKERS_AT_1H, "growth": SPEAKER_GROWTH,
+                          "min_seconds_per_speaker": MIN_SECONDS_PER_SPEAKER,
+                          "min_speakers": MIN_SPEAKERS},
+        "f0_targets": {k: dict(zip(("median_hz", "log_spread", "min_hz", "max_hz"), v))
+                       for k, v in F0_TARGETS.items()},
+        "jitter": {**JITTER, "wordgap_step_probability": WORDGAP_JITTER},
+        "neutral_level_dbfs": NEUTRAL_LEVEL_DB,
+        "peak_dbfs": PEAK_DBFS,
+        "snr_db": list(SNR_DB),
+        "level_rule": ("active speech level = mean power of the 20 ms frames within 30 dB of "
+                       "the loudest (ITU-T P.56-like), set by a gain on the 16 kHz audio; "
+                       "peaks kept under peak_dbfs"),
+    }
 
 
 def eval_speaker_catalogue() -> tuple[list[Speaker], list[Speaker]]:
     """The evaluation corpus's speakers as (seen, held out), each interleaved over voices.
 
-    Ids `ev000`...; variants from `EVAL_VARIANTS` (none used by `speaker_catalogue`) and base
-    pitch 25-75, rate 140-210 words/minute, pitch range 25-85 (the pretraining speakers have
-    30-70, 150-200 and 30-80 with other variants).
+    Ids `ev000`...; voices `EVAL_VOICES`; variants from `EVAL_VARIANTS` (none used by
+    `speaker_catalogue`) and base pitch 25-75, rate 140-210 words/minute, pitch range 25-85.
     """
     seen, unseen = [], []
     for k, (voice, r) in enumerate(_interleave(EVAL_SPEAKERS_PER_VOICE)):
@@ -198,7 +419,8 @@ def eval_speaker_catalogue() -> tuple[list[Speaker], list[Speaker]]:
 
 
 def style_prosody(spk: Speaker, style: str):
-    """espeak settings of `spk` speaking in `style`."""
+    """espeak settings of `spk` speaking in `style` (the evaluation corpus: no jitter, the
+    style's espeak volume)."""
     from ssl_jax.data.espeak import Prosody
 
     factor, dpitch, drange, volume = STYLE_PROSODY[style]
@@ -206,47 +428,75 @@ def style_prosody(spk: Speaker, style: str):
                    range=int(np.clip(spk.range + drange, 0, 99)), volume=volume)
 
 
+def utterance_prosody(rng: np.random.Generator, spk: Speaker, style: str):
+    """One pretraining utterance's espeak settings and target level: `spk`'s base settings,
+    moved by `style` (`STYLE_PROSODY`, `STYLE_LEVEL_DB`) and jittered (`JITTER`,
+    `WORDGAP_JITTER`), so that a speaker's utterances vary a little as a person's do.
+
+    Returns:
+        (espeak Prosody at `RENDER_VOLUME`, target active speech level in dBFS).
+    """
+    from ssl_jax.data.espeak import Prosody
+
+    if spk.wordgap is None or spk.level_db is None:
+        raise ValueError(f"speaker {spk.id} is not a pretraining speaker (no wordgap/level_db)")
+    factor, dpitch, drange, _ = STYLE_PROSODY[style]
+    j = np.clip(rng.normal(0.0, 1.0, size=4), -2.0, 2.0)
+    step = int(rng.choice(3, p=[WORDGAP_JITTER, 1.0 - 2 * WORDGAP_JITTER, WORDGAP_JITTER])) - 1
+    prosody = Prosody(
+        rate=int(np.clip(round(spk.rate * factor * math.exp(JITTER["rate"] * j[0])), 80, 450)),
+        pitch=int(np.clip(round(spk.pitch + dpitch + JITTER["pitch"] * j[1]), 0, 99)),
+        range=int(np.clip(round(spk.range + drange + JITTER["range"] * j[2]), 0, 99)),
+        volume=RENDER_VOLUME, wordgap=max(0, spk.wordgap + step))
+    level = NEUTRAL_LEVEL_DB + spk.level_db + STYLE_LEVEL_DB[style] + JITTER["level_db"] * j[3]
+    return prosody, round(float(level), 2)
+
+
 # ----------------------------------------------------------------------------- planning
 
 
 def _spec(rng: np.random.Generator, spk: Speaker, task: str, style: str, text: str,
-          keyword: str | None = None, intent: dict[str, str] | None = None) -> dict[str, Any]:
-    """One planned utterance of `spk` (its noise seed drawn last)."""
+          keyword: str | None = None, intent: dict[str, str] | None = None,
+          prosody=None, level: float | None = None) -> dict[str, Any]:
+    """One planned utterance of `spk` (its noise seed drawn last): espeak `prosody` (default
+    `style_prosody`) and, for the pretraining corpus, the target speech `level` in dBFS
+    (None: espeak's volume sets the level)."""
     return {"task": task, "style": style, "speaker": spk.id, "language": spk.language,
             "voice": f"{spk.voice}+{spk.variant}", "text": text, "keyword": keyword,
-            "intent": intent, "prosody": style_prosody(spk, style),
-            "seed": int(rng.integers(2**31))}
+            "intent": intent, "prosody": style_prosody(spk, style) if prosody is None else prosody,
+            "level": level, "seed": int(rng.integers(2**31))}
 
 
 def _silence_spec(rng: np.random.Generator, split: str, k: int) -> dict[str, Any]:
     """A `_silence_` keyword clip: noise only, no speaker."""
     return {"id": f"silence-{k:04d}", "split": split, "task": "keyword", "style": "neutral",
             "speaker": SILENCE_SPEAKER, "language": "none", "voice": None, "text": "",
-            "keyword": sentences.SILENCE, "intent": None, "prosody": None,
+            "keyword": sentences.SILENCE, "intent": None, "prosody": None, "level": None,
             "seed": int(rng.integers(2**31))}
 
 
-def _sentence_text(rng: np.random.Generator, spk: Speaker, style: str, median: float,
+def _sentence_text(rng: np.random.Generator, lang: str, rate: int, median: float,
                    spread: float = 0.45) -> str:
-    """A sentence of `spk`'s language lasting about `median` seconds (log-normal `spread`,
-    1.2-12 s)."""
+    """A sentence of wordfreq language `lang` lasting about `median` seconds (log-normal
+    `spread`, 1.2-12 s) at espeak `rate`."""
     seconds = float(np.clip(median * math.exp(rng.normal(0.0, spread)), 1.2, 12.0))
     # espeak's rate is in words per minute; words of other languages are longer.
-    wps = style_prosody(spk, style).rate / 60.0 * (1.0 if VOICE_LANG[spk.voice] == "en" else 0.75)
-    return sentences.sentence(rng, VOICE_LANG[spk.voice], max(1, int(round(seconds * wps))))
+    wps = rate / 60.0 * (1.0 if lang == "en" else 0.75)
+    return sentences.sentence(rng, lang, max(1, int(round(seconds * wps))))
 
 
 def _utterance(rng: np.random.Generator, spk: Speaker, task: str, style: str,
                sent_median: float) -> dict[str, Any]:
-    """A pretraining-corpus utterance with freely drawn content."""
+    """A pretraining-corpus utterance with freely drawn content and jittered prosody."""
+    prosody, level = utterance_prosody(rng, spk, style)
     keyword = intent = None
     if task == "sentence":
-        text = _sentence_text(rng, spk, style, sent_median)
+        text = _sentence_text(rng, VOICE_LANG[spk.voice], prosody.rate, sent_median)
     elif task == "keyword":
         keyword, text = sentences.keyword(rng)
     else:
         text, intent = sentences.intent(rng)
-    return _spec(rng, spk, task, style, text, keyword, intent)
+    return _spec(rng, spk, task, style, text, keyword, intent, prosody=prosody, level=level)
 
 
 def _style_cycle(rng: np.random.Generator):
@@ -277,8 +527,7 @@ def _plan(hours: float, seed: int, voices: tuple[str, ...] | None) -> tuple[list
     unseen)."""
     catalogue = speaker_catalogue(voices)
     target = hours * 3600.0
-    num = int(np.clip(round(target / SECONDS_PER_SPEAKER), min(MIN_SPEAKERS, len(catalogue)),
-                      len(catalogue)))
+    num = speaker_count(hours, len(catalogue))
     chosen = catalogue[:num]
     num_unseen = max(2, round(num / 8)) if num >= 6 else 0
     seen, unseen = chosen[:num - num_unseen], chosen[num - num_unseen:]
@@ -369,7 +618,8 @@ def _eval_plan(seed: int, scale: float = 1.0
         by_split[split].append(spec)
 
     def sentence(spk: Speaker, style: str) -> str:
-        return _sentence_text(rng, spk, style, EVAL_SENTENCE_SECONDS, EVAL_SENTENCE_SPREAD)
+        return _sentence_text(rng, VOICE_LANG[spk.voice], style_prosody(spk, style).rate,
+                              EVAL_SENTENCE_SECONDS, EVAL_SENTENCE_SPREAD)
 
     keyword_labels = sentences.KEYWORDS + (sentences.UNKNOWN,)
     all_intents = sentences.intents()
@@ -444,15 +694,49 @@ def _speech_bounds(x: np.ndarray, level: float = 1e-3) -> tuple[int, int]:
     return (int(loud[0]), int(loud[-1]) + 1) if loud.size else (0, 0)
 
 
-def _speak(text: str, voice: str, prosody, seed: int):
-    """16 kHz float32 audio `[samples]`, phones and their alignment in samples of the audio."""
+def active_level_db(x: np.ndarray, frame: int = 320, window_db: float = 30.0) -> float:
+    """Active speech level of `x` (`[samples]`) in dBFS: the mean power of its 20 ms frames
+    within `window_db` of the loudest one, a simple form of ITU-T P.56's active level (pauses
+    do not lower it). -inf for silence."""
+    n = x.shape[0] // frame
+    if n == 0:
+        power = np.array([np.mean(np.square(x, dtype=np.float64))]) if x.size else np.zeros(1)
+    else:
+        power = np.mean(np.square(x[:n * frame].reshape(n, frame), dtype=np.float64), axis=1)
+    top = power.max()
+    if top <= 0:
+        return -math.inf
+    return float(10.0 * np.log10(power[power >= top * 10 ** (-window_db / 10)].mean()))
+
+
+def _speak(text: str, voice: str, prosody, seed: int, level: float | None = None):
+    """16 kHz float32 audio `[samples]`, phones and their alignment in samples of the audio.
+
+    With `level` (dBFS), espeak renders below its output limiter (`RENDER_PEAK`), the audio
+    is scaled to that active speech level, its peak kept under `PEAK_DBFS`, and the alignment
+    takes `ALIGN_SILENCE` and the sound's onset into account (`ssl_jax.data.espeak.align`).
+    """
     import soxr
 
     from ssl_jax.data import espeak
 
-    r = espeak.render_aligned(text, voice, prosody, seed=seed)
+    silence = 0.0 if level is None else ALIGN_SILENCE
+    r = espeak.render_aligned(text, voice, prosody, seed=seed, silence=silence,
+                              onset=level is not None)
+    if level is not None and r.audio.size:
+        peak = float(np.abs(r.audio.astype(np.int32)).max()) / 32768.0
+        if peak > RENDER_PEAK:
+            quieter = replace(prosody, volume=max(1, int(prosody.volume * 0.5 / peak)))
+            r = espeak.render_aligned(text, voice, quieter, seed=seed, silence=silence,
+                                      onset=True)
     audio = np.asarray(soxr.resample(r.audio.astype(np.float32) / 32768.0, r.sample_rate,
                                      SAMPLE_RATE, quality="HQ"), np.float32)
+    if level is not None and audio.size:
+        speech = active_level_db(audio)
+        if math.isfinite(speech):
+            gain = 10 ** ((level - speech) / 20)
+            gain = min(gain, 10 ** (PEAK_DBFS / 20) / float(np.abs(audio).max()))
+            audio = (audio * gain).astype(np.float32)
     return audio, r.phones, r.alignment.mapped(SAMPLE_RATE / r.sample_rate, 0, audio.shape[0])
 
 
@@ -462,7 +746,8 @@ def render_utterance(spec: dict[str, Any]) -> dict[str, Any]:
     Layouts by task: `keyword` clips last at least 1 s, the word trimmed of silence and placed
     at a random offset; `word` (ABX) clips are the trimmed word with 50-150 ms of silence on
     each side; other speech gets 50-250 ms of silence on each side and at least
-    `MIN_SECONDS`. Low-level noise is added to every clip.
+    `MIN_SECONDS`. Low-level noise is added to every clip: at -72 to -58 dBFS, or with a
+    target `level` (pretraining), at `SNR_DB` below it.
 
     Returns:
         {"audio": float32 [samples] at 16 kHz, "text", "phonemes", "alignment" (phones and
@@ -474,13 +759,18 @@ def render_utterance(spec: dict[str, Any]) -> dict[str, Any]:
     rng = np.random.default_rng(spec["seed"])
     text, phones = spec["text"], []
     alignment = {"phones": [], "words": []}
-    floor_db = float(rng.uniform(-72.0, -58.0))
+    level = spec.get("level")
+    if level is None:
+        floor_db = float(rng.uniform(-72.0, -58.0))
+    else:
+        floor_db = level - float(rng.uniform(*SNR_DB))
     if spec["voice"] is None:  # `_silence_`: noise only
         audio = _noise(rng, SAMPLE_RATE, float(rng.uniform(-60.0, -38.0)))
     else:
         words = text.split()
         while True:
-            audio, phones, aligned = _speak(text, spec["voice"], spec["prosody"], spec["seed"])
+            audio, phones, aligned = _speak(text, spec["voice"], spec["prosody"], spec["seed"],
+                                            level)
             if audio.shape[0] <= (MAX_SECONDS - 0.6) * SAMPLE_RATE or len(words) < 2:
                 break
             words = words[:max(1, (2 * len(words)) // 3)]  # too long: drop the last third
@@ -625,7 +915,9 @@ def build_corpus(out_dir: str, hours: float = 1.0, seed: int = 0, *,
     def summarise(specs: list[dict], summary: dict[str, Any]) -> dict[str, Any]:
         speakers = [dict(s.as_dict(), split="seen") for s in seen] + \
                    [dict(s.as_dict(), split="unseen") for s in unseen]
-        return {"corpus": "pretraining", **_summarise(specs, summary, SPLITS, speakers)}
+        return {"corpus": "pretraining",
+                **_summarise(specs, summary, SPLITS, speakers, pretraining=True),
+                "catalogue": catalogue_summary(voices)}
 
     return _build(out_dir, config, specs, SPLITS, summarise, num_workers, progress)
 
@@ -673,6 +965,36 @@ def build_eval_corpus(out_dir: str, seed: int = 0, *, scale: float = 1.0,
         }
 
     return _build(out_dir, config, specs, EVAL_SPLITS, summarise, num_workers, progress)
+
+
+def build_eval_abx_words(out_dir: str, seed: int = 0, *, scale: float = 1.0,
+                         num_workers: int | None = None, progress: bool = False) -> dict[str, Any]:
+    """Builds only the `abx_words` split of the evaluation corpus into `out_dir`: the same
+    utterances, records and manifest lines as that split of `build_eval_corpus(seed=seed,
+    scale=scale)` (about 1,300 one-word clips at scale 1), for a quick in-training probe.
+
+    Args: as `build_eval_corpus`.
+    Returns:
+        the contents written to `out_dir/corpus.json`.
+    """
+    seed, scale = _check_seed(seed), _check_scale(scale)
+    config = {**_eval_config(seed, scale), "corpus": "evaluation abx_words"}
+    out_dir = os.path.abspath(out_dir)
+    done = _existing(out_dir, config)
+    if done is not None:
+        return done
+    specs, _, _, abx = _eval_plan(seed, scale)
+    specs = [s for s in specs if s["split"] == "abx_words"]
+
+    def summarise(specs: list[dict], summary: dict[str, Any]) -> dict[str, Any]:
+        speakers = [dict(s.as_dict(), split="seen", abx=True) for s in abx]
+        spoken = {s["text"] for s in specs}
+        return {"purpose": ("The abx_words split of the evaluation corpus (byte-identical "
+                            "records) for across-speaker word ABX."),
+                **_summarise(specs, summary, ("abx_words",), speakers),
+                "abx_words": [w for w in sentences.ABX_WORDS if w in spoken]}
+
+    return _build(out_dir, config, specs, ("abx_words",), summarise, num_workers, progress)
 
 
 def triphone_triplets(entries: list[dict[str, Any]], min_phone_samples: int = 160
@@ -762,9 +1084,10 @@ def _intent_key(intent: dict[str, str]) -> str:
 
 
 def _summarise(specs: list[dict], summary: dict, splits: tuple[str, ...],
-               speakers: list[dict[str, Any]]) -> dict[str, Any]:
+               speakers: list[dict[str, Any]], pretraining: bool = False) -> dict[str, Any]:
     """Counts and hours per split, speakers and labels: the part of `corpus.json` that is a
-    pure function of the plan and the rendered audio."""
+    pure function of the plan and the rendered audio (`pretraining`: styles set the level by
+    a gain, `STYLE_LEVEL_DB`, instead of espeak's volume)."""
     info = {}
     counts = {}
     for split in splits:
@@ -800,8 +1123,10 @@ def _summarise(specs: list[dict], summary: dict, splits: tuple[str, ...],
         "keywords": list(sentences.KEYWORD_LABELS),
         "intent_labels": sentences.intent_labels(),
         "styles": {k: dict(zip(("rate_factor", "pitch_offset", "range_offset", "volume"), v))
-                   for k, v in STYLE_PROSODY.items()},
-        "style_note": STYLE_NOTE,
+                   for k, v in STYLE_PROSODY.items()} if not pretraining else {
+            k: {"rate_factor": v[0], "pitch_offset": v[1], "range_offset": v[2],
+                "level_db": STYLE_LEVEL_DB[k]} for k, v in STYLE_PROSODY.items()},
+        "style_note": PRETRAIN_STYLE_NOTE if pretraining else STYLE_NOTE,
         "phoneme_inventory": summary["phonemes"],
         "phoneme_rule": ("one token per espeak phoneme (IPA, from espeak_TextToPhonemes with a "
                          "phoneme separator): affricates, diphthongs, long vowels and "
@@ -868,6 +1193,16 @@ def ensure_eval_corpus(seed: int = 0, scale: float = 1.0) -> str:
     size = "" if scale == 1.0 else f"-x{scale:g}"
     return _ensure(f"evalcorpus-v{EVAL_FORMAT_VERSION}{size}-s{seed}",
                    lambda path: build_eval_corpus(path, seed=seed, scale=scale))
+
+
+def ensure_eval_abx_words(seed: int = 0, scale: float = 1.0) -> str:
+    """The shard folder holding only the `abx_words` split of the evaluation corpus
+    (`build_eval_abx_words`), built once into the cache folder
+    (`evalabxwords-v{EVAL_FORMAT_VERSION}-s{seed}`, with `-x{scale}` when scale is not 1)."""
+    seed, scale = _check_seed(seed), _check_scale(scale)
+    size = "" if scale == 1.0 else f"-x{scale:g}"
+    return _ensure(f"evalabxwords-v{EVAL_FORMAT_VERSION}{size}-s{seed}",
+                   lambda path: build_eval_abx_words(path, seed=seed, scale=scale))
 
 
 def _print_summary(out: str, corpus: dict[str, Any], wall: float) -> None:

@@ -150,3 +150,35 @@ def test_align_rule_on_hand_made_events():
     assert mapped.phones[0] == ("aː", 60, 110) and mapped.words[-1] == ("oln", 210, 400)
     assert al.as_dict()["phones"][0] == ["aː", 100, 200]
     assert espeak.align(audio, [], [], []) == espeak.Alignment((), ())
+
+
+def test_align_silence_and_onset_on_hand_made_events():
+    """`silence`: a faint span (an echo tail in a closure) is no timing and faint ends are
+    trimmed; `onset`: sound before the first event belongs to the first phone. The defaults
+    keep the exact-zero rule."""
+    audio = np.full(1000, 1000, np.int16)
+    audio[:40] = 0
+    audio[40:100] = 400  # sound before the first phoneme event (an initial trill)
+    audio[300:400] = 2  # a faint tail where espeak reports "l"
+    audio[900:] = 3
+    ev = lambda t, s, name="": espeak.Event(t, 1, 0, s // 22, s, name)
+    events = [ev(1, 0), ev(7, 100, "r"), ev(7, 200, "a"), ev(7, 300, "l"), ev(7, 400, "t"),
+              ev(5, 1000)]
+    phones, words = ["r", "a", "l", "t"], [("ralt", ["r", "a", "l", "t"])]
+    exact = espeak.align(audio, events, phones, words)
+    assert exact.phones == (("r", 100, 200), ("a", 200, 300), ("l", 300, 400), ("t", 400, 1000))
+    assert espeak.align(audio, events, phones, words, 0.0, False) == exact
+    faint = espeak.align(audio, events, phones, words, silence=0.003)  # 3 of 1000 is silent
+    assert faint.phones == (("r", 100, 200), ("a", 200, 250), ("l", 250, 300), ("t", 400, 900))
+    both = espeak.align(audio, events, phones, words, silence=0.003, onset=True)
+    assert both.phones[0] == ("r", 40, 200) and both.phones[1:] == faint.phones[1:]
+    assert both.words == (("ralt", 40, 900),)
+
+
+def test_variant_files():
+    assert espeak.variant_pitch("m1") == (75, 109)
+    assert espeak.variant_pitch("f1") == (140, 200)
+    assert espeak.variant_pitch("klatt") == espeak.DEFAULT_PITCH == (80, 118)  # no pitch line
+    for bad in ("no-such-variant", "../voices/!v/m1", ""):
+        with pytest.raises(EspeakError, match="unknown espeak voice variant"):
+            espeak.variant_pitch(bad)

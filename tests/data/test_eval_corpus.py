@@ -47,17 +47,28 @@ def _sentences_en(entries):
 
 
 def test_speakers_are_new_voices():
+    """No evaluation speaker shares an espeak voice variant, let alone a (voice, variant),
+    with any speaker the pretraining corpus can have (the whole catalogue, every voice, and
+    the plan of the largest corpus)."""
     seen, unseen = synth.eval_speaker_catalogue()
     pretraining = synth.speaker_catalogue()
+    assert len(pretraining) == len(synth.ALL_VOICES) * len(synth.VARIANTS)
     ids = [s.id for s in seen + unseen]
     assert len(set(ids)) == len(ids) and all(i.startswith("ev") for i in ids)
     assert not set(ids) & {s.id for s in pretraining}
     assert not set(synth.EVAL_VARIANTS) & set(synth.VARIANTS)
+    assert not set(synth.EVAL_VARIANTS) & {s.variant for s in pretraining}
     key = lambda s: (s.voice, s.variant, s.pitch, s.rate, s.range)
     assert not {key(s) for s in seen + unseen} & {key(s) for s in pretraining}
     assert not {(s.voice, s.variant) for s in seen + unseen} & {(s.voice, s.variant) for s in pretraining}
+    # The largest corpus (1000 h) takes every catalogue speaker and no other voice.
+    count = synth.speaker_count(1000.0, len(pretraining))
+    assert count == len(pretraining)
+    evaluation = {f"{s.voice}+{s.variant}" for s in seen + unseen}
+    assert not evaluation & {f"{s.voice}+{s.variant}" for s in pretraining[:count]}
     # Same voices and accents, variants that exist and sound like speech.
-    assert {s.voice for s in seen} == {s.voice for s in seen + unseen} == set(synth.ALL_VOICES)
+    assert {s.voice for s in seen} == {s.voice for s in seen + unseen} == set(synth.EVAL_VOICES)
+    assert set(synth.EVAL_VOICES) <= set(synth.ALL_VOICES)
     _, data = espeak.library_paths()
     for variant in synth.EVAL_VARIANTS:
         assert os.path.isfile(os.path.join(data, "voices", "!v", variant)), variant
@@ -179,6 +190,34 @@ def test_same_seed_same_bytes_for_any_worker_count(tmp_path):
         assert da == db, name
     plan4 = synth._eval_plan(4, 0.01)[0]
     assert [p["text"] for p in plan4] != [p["text"] for p in synth._eval_plan(3, 0.01)[0]]
+
+
+def test_abx_words_alone_equal_the_full_corpus_split(tiny, tmp_path, monkeypatch):
+    """`ensure_eval_abx_words` builds the `abx_words` split alone, byte for byte the split of
+    the full evaluation corpus of the same seed and scale, once into the cache."""
+    path, info, manifests = tiny
+    monkeypatch.setenv("SSL_JAX_CACHE", str(tmp_path / "cache"))
+    out = synth.ensure_eval_abx_words(seed=0, scale=TINY)
+    assert out == str(tmp_path / "cache" / f"evalabxwords-v{synth.EVAL_FORMAT_VERSION}-x{TINY:g}-s0")
+    index = read_index(out)
+    assert list(index["splits"]) == ["abx_words"]
+    names = sorted(n for n in os.listdir(out) if n.startswith("abx_words"))
+    assert names == sorted(n for n in os.listdir(path) if n.startswith("abx_words"))
+    for name in names:
+        with open(os.path.join(out, name), "rb") as a, open(os.path.join(path, name), "rb") as b:
+            assert a.read() == b.read(), name
+    alone, full = ShardSource(out, "abx_words"), ShardSource(path, "abx_words")
+    assert len(alone) == len(full) == info["splits"]["abx_words"]["utterances"]
+    for i in range(len(alone)):
+        assert np.array_equal(alone[i]["audio"], full[i]["audio"])
+    with open(os.path.join(out, "corpus.json")) as f:
+        words = json.load(f)
+    assert words["abx_words"] == info["abx_words"] and words["num_speakers"] == info["splits"]["abx_words"]["speakers"]
+    before = os.path.getmtime(os.path.join(out, "corpus.json"))
+    assert synth.ensure_eval_abx_words(seed=0, scale=TINY) == out  # cached
+    assert os.path.getmtime(os.path.join(out, "corpus.json")) == before
+    with pytest.raises(ValueError, match="seed must be"):
+        synth.ensure_eval_abx_words(seed=-1)
 
 
 def test_triphone_triplets_counts():

@@ -243,3 +243,88 @@ def test_crop_to_bucket_trades_a_little_audio_for_less_padding(shards):
             np.testing.assert_array_equal(b["audio"][row, :n_real],
                                           src[idx]["audio"][start:start + n_real])
     assert it.plan.padding_fraction == pytest.approx(padded / total)
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+AUG = {"speed": {"prob": 0.7}, "pitch": {"prob": 0.5}, "reverb": {"prob": 0.5},
+       "noise": {"prob": 0.5}, "babble": {"prob": 0.5, "speakers": (2, 3)},
+       "telephone": {"prob": 0.3}}
+
+
+@pytest.fixture
+def small_banks(monkeypatch):
+    from ssl_jax.data import augment
+
+    monkeypatch.setattr(augment, "_NOISE_BANK_SECONDS", 5.0)
+    monkeypatch.setattr(augment, "_BABBLE_BANK_SECONDS", 5.0)
+
+
+def test_augmented_batches_keep_shapes_masks_and_speed_lengths(shards, small_banks):
+    src = ShardSource(shards, "train")
+    plain = P.train_iterator(shards, "train", **KW)
+    it = P.train_iterator(shards, "train", augment=dict(AUG, clean_copy=True), **KW)
+    buckets = P.bucket_lengths(MAX, KW["num_buckets"])
+    changed = speeds = 0
+    for b, p in zip(_take(it, 12), _take(plain, 12)):
+        n = b["audio"].shape[1]
+        assert n in buckets and b["audio"].shape == b["clean_audio"].shape == (4, n)
+        assert b["audio"].dtype == np.float32 and np.isfinite(b["audio"]).all()
+        np.testing.assert_array_equal(b["audio_mask"].sum(1), b["lengths"])
+        assert (b["audio"][~b["audio_mask"]] == 0).all() and (b["clean_audio"][~b["audio_mask"]] == 0).all()
+        np.testing.assert_array_equal(b["index"], p["index"])  # same plan, same utterances
+        for row, idx in enumerate(b["index"]):
+            f = min((0.9, 1.0, 1.1), key=lambda v: abs(v - b["speed"][row]))
+            assert abs(f - b["speed"][row]) < 1e-6
+            full = round(src.num_samples[idx] / f)  # soxr's output length
+            assert b["lengths"][row] == min(full, MAX, n)
+            if f == 1.0:  # no speed change: the same crop as without augmentation
+                np.testing.assert_array_equal(b["clean_audio"][row], p["audio"][row])
+            speeds += f != 1.0
+            changed += not np.array_equal(b["audio"][row], b["clean_audio"][row])
+    assert 0 < speeds < 48 and changed > 24
+    assert "speed" not in p and "clean_audio" not in p
+
+
+def test_augmentation_is_seeded_and_off_means_identical(shards, small_banks):
+    a = _take(P.train_iterator(shards, "train", augment=AUG, **KW), 6)
+    assert _same(a, _take(P.train_iterator(shards, "train", augment=AUG, **KW), 6))
+    other = _take(P.train_iterator(shards, "train", augment=AUG, **dict(KW, seed=4)), 6)
+    assert not any(np.array_equal(x["audio"], y["audio"]) for x, y in zip(a, other))
+    off = {g: {"prob": 0.0} for g in AUG}
+    assert _same(_take(P.train_iterator(shards, "train", augment=off, **KW), 6),
+                 _take(P.train_iterator(shards, "train", **KW), 6))
+
+
+def test_augmented_resume_in_process_and_with_workers(shards):
+    # Full-size banks: worker processes import the module afresh and rebuild them from the seed.
+    ref = _take(P.train_iterator(shards, "train", augment=AUG, **KW), 12)
+    it = P.train_iterator(shards, "train", augment=AUG, **KW)
+    _take(it, 5)
+    it2 = P.train_iterator(shards, "train", augment=AUG, **KW)
+    it2.set_state(it.get_state())
+    assert _same(_take(it2, 3), ref[5:8])
+    # Worker processes rebuild the noise and babble banks from the seed: the same batches.
+    it = P.train_iterator(shards, "train", num_workers=2, augment=AUG, **KW)
+    first = _take(it, 8)
+    state = it.get_state()
+    it.close()
+    it2 = P.train_iterator(shards, "train", num_workers=2, augment=AUG, **KW)
+    it2.set_state(state)
+    rest = _take(it2, 4)
+    it2.close()
+    assert _same(first, ref[:8]) and _same(rest, ref[8:12])
+
+
+def test_augmented_process_shares_match_the_global_batch(shards, small_banks):
+    full = _take(P.train_iterator(shards, "train", augment=AUG, **KW), 4)
+    parts = [_take(P.train_iterator(shards, "train", process_index=p, process_count=2,
+                                    augment=AUG, **dict(KW, batch_size=2)), 4) for p in range(2)]
+    for g, a, b in zip(full, *parts):
+        for k in g:
+            np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), g[k])
+
+
+def test_augment_errors(shards):
+    with pytest.raises(ValueError, match="valid fields"):
+        P.train_iterator(shards, "train", augment={"reverb": {"t60": (0.2, 0.4)}}, **KW)

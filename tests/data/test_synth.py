@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from ssl_jax.data import sentences, synth
+from ssl_jax.data import espeak, sentences, synth
 from ssl_jax.data.shards import SAMPLE_RATE, ShardSource, read_index, read_manifest
 from tests.data.alignment_checks import check_alignment
 
@@ -219,6 +219,146 @@ def test_ensure_corpus_builds_once_under_a_race(tmp_path, monkeypatch):
     assert results == [expected] * 3 and calls == [expected]
     with pytest.raises(ValueError):
         synth.ensure_corpus(-1.0)
+
+
+def test_speaker_count_grows_with_hours():
+    """Plan level (nothing rendered): hundreds of speakers at 5-10 h, each a new (voice,
+    variant), every voice and variant in the corpus from 1 h on."""
+    catalogue = synth.speaker_catalogue()
+    assert len(catalogue) == len(synth.ALL_VOICES) * len(synth.VARIANTS)
+    assert len({(s.voice, s.variant) for s in catalogue}) == len(catalogue)
+    assert len({s.id for s in catalogue}) == len(catalogue)
+    counts = {h: synth.speaker_count(h, len(catalogue)) for h in (0.05, 0.5, 1, 2, 5, 10, 1000)}
+    assert counts[0.05] == synth.MIN_SPEAKERS
+    assert list(counts.values()) == sorted(counts.values())
+    assert counts[1] >= 150 and counts[5] >= 350 and counts[10] >= 550
+    assert counts[1000] == len(catalogue)
+    for hours in (1, 5, 10):
+        prefix = catalogue[:counts[hours]]
+        assert {s.voice for s in prefix} == set(synth.ALL_VOICES), hours
+        assert {s.variant for s in prefix} == set(synth.VARIANTS), hours
+        english = sum(synth.VOICE_LANG[s.voice] == "en" for s in prefix) / len(prefix)
+        female = sum(s.f0 >= 150 for s in prefix) / len(prefix)
+        assert 0.35 < english < 0.55 and female > 0.25, (hours, english, female)
+    # The plan takes the catalogue's first speakers; more hours, more speakers.
+    specs, seen, unseen = synth._plan(5.0, 0, None)
+    assert seen + unseen == catalogue[:counts[5]]
+    assert {s["speaker"] for s in specs} - {synth.SILENCE_SPEAKER} == {s.id for s in catalogue[:counts[5]]}
+    assert len(unseen) >= 40
+    # A voice restriction keeps those voices' speakers with their ids.
+    de = synth.speaker_catalogue(("de",))
+    assert de == [s for s in catalogue if s.voice == "de"] and len(de) == len(synth.VARIANTS)
+
+
+def test_speaker_prosody_is_realistic():
+    catalogue = synth.speaker_catalogue()
+    f0 = np.array([s.f0 for s in catalogue])
+    female = np.array([synth.variant_f0(s.variant) >= synth.FEMALE_F0 for s in catalogue])
+    assert 95 < np.median(f0[~female]) < 135 and 180 < np.median(f0[female]) < 230
+    assert all(0 <= s.pitch <= 99 and 20 <= s.range <= 80 and 135 <= s.rate <= 215
+               for s in catalogue)
+    assert 0.5 < np.mean([s.wordgap == 0 for s in catalogue]) < 0.7
+    assert max(abs(s.level_db) for s in catalogue) <= 3.0
+    # espeak's pitch setting for an F0 target, and back.
+    assert synth._pitch_for(synth.variant_f0("m1"), "m1") == 50
+    assert synth._pitch_f0(99, "f1") == pytest.approx(1.72 * synth.variant_f0("f1"))
+    for s in catalogue[:50]:
+        if 0 < s.pitch < 99:  # the target was reachable
+            assert synth._pitch_for(s.f0, s.variant) == s.pitch
+
+
+def test_utterance_jitter_is_seeded_and_bounded():
+    spk = synth.speaker_catalogue()[3]
+    draws = [synth.utterance_prosody(np.random.default_rng([7, i]), spk, "neutral")
+             for i in range(200)]
+    again = [synth.utterance_prosody(np.random.default_rng([7, i]), spk, "neutral")
+             for i in range(200)]
+    assert draws == again
+    pitch = [p.pitch for p, _ in draws]
+    rate = [p.rate for p, _ in draws]
+    levels = [level for _, level in draws]
+    assert len(set(pitch)) > 5 and len(set(rate)) > 5 and len(set(levels)) > 50
+    assert max(abs(x - spk.pitch) for x in pitch) <= round(2 * synth.JITTER["pitch"])
+    assert max(abs(x - spk.range) for p, _ in draws for x in [p.range]) <= round(2 * synth.JITTER["range"])
+    assert all(abs(np.log(r / spk.rate)) <= 2 * synth.JITTER["rate"] + 0.01 for r in rate)
+    base = synth.NEUTRAL_LEVEL_DB + spk.level_db
+    assert all(abs(level - base) <= 2 * synth.JITTER["level_db"] + 0.01 for level in levels)
+    assert {p.wordgap - spk.wordgap for p, _ in draws} <= {-1, 0, 1} and \
+        all(p.wordgap >= 0 and p.volume == synth.RENDER_VOLUME for p, _ in draws)
+    loud = synth.utterance_prosody(np.random.default_rng([7, 0]), spk, "loud")
+    assert loud[1] - draws[0][1] == pytest.approx(synth.STYLE_LEVEL_DB["loud"], abs=0.02)
+    # The plan: one speaker's utterances in one style differ, and the same seed plans the same.
+    plan = synth._plan(0.05, 0, None)[0]
+    assert plan == synth._plan(0.05, 0, None)[0]
+    by_speaker = collections.defaultdict(set)
+    for spec in plan:
+        if spec["voice"]:
+            by_speaker[spec["speaker"], spec["style"]].add((spec["prosody"], spec["level"]))
+    assert np.mean([len(v) > 1 for v in by_speaker.values()]) > 0.9
+    with pytest.raises(ValueError, match="not a pretraining speaker"):
+        synth.utterance_prosody(np.random.default_rng(0), synth.eval_speaker_catalogue()[0][0],
+                                "neutral")
+
+
+def test_variant_selection_covers_espeak():
+    """Every espeak variant is a pretraining variant, an evaluation variant or excluded with a
+    reason, exactly one of them; the Klatt variants synthesise with the Klatt synthesiser."""
+    _, data = espeak.library_paths()
+    files = set(os.listdir(os.path.join(data, "voices", "!v")))
+    groups = [set(synth.VARIANTS), set(synth.EVAL_VARIANTS), set(synth.EXCLUDED_VARIANTS)]
+    assert set.union(*groups) == files
+    assert sum(len(g) for g in groups) == len(files)  # disjoint
+    assert len(set(synth.VARIANTS)) == len(synth.VARIANTS) >= 30
+    for variant in synth.KLATT_VARIANTS:
+        with open(os.path.join(data, "voices", "!v", variant)) as f:
+            assert any(line.split()[:1] == ["klatt"] for line in f), variant
+    assert all(synth.EXCLUDED_VARIANTS.values())
+
+
+def _periodic_share(x: np.ndarray, n: int = 1024) -> float:
+    """Share of active 64 ms frames whose normalised autocorrelation peaks above 0.5 at a lag
+    of 2-20 ms (16 kHz audio `[samples]`)."""
+    frames = [x[i:i + n] for i in range(0, x.shape[0] - n, n // 2)]
+    energy = np.array([np.sum(f ** 2) for f in frames])
+    periodic = []
+    for f in (f for f, e in zip(frames, energy) if e > 0.01 * energy.max()):
+        f = f - f.mean()
+        ac = np.correlate(f, f, "full")[n - 1:]
+        periodic.append(ac[32:320].max() / (ac[0] + 1e-12) > 0.5)
+    return float(np.mean(periodic))
+
+
+def test_variants_speak_with_periodic_voicing():
+    """The selection rule of `synth.VARIANTS`, re-measured on one voiced sentence at the F0
+    the catalogue gives a variant: every pretraining variant's speech is periodic; the
+    whispered, croaky and aperiodic Klatt variants are not."""
+    text = "We were away a year ago, and all of our lemons grew yellow."
+
+    def share(variant):
+        f0 = 205.0 if synth.variant_f0(variant) >= synth.FEMALE_F0 else 115.0
+        prosody = espeak.Prosody(pitch=synth._pitch_for(f0, variant), volume=synth.RENDER_VOLUME)
+        audio, *_ = synth._speak(text, f"en-us+{variant}", prosody, seed=1, level=-25.0)
+        return _periodic_share(audio)
+
+    shares = {v: share(v) for v in synth.VARIANTS}
+    assert min(shares.values()) > 0.7, shares
+    for variant in ("klatt", "klatt2", "whisper", "caleb", "croak"):
+        assert share(variant) < 0.6, variant
+
+
+def test_levels_follow_the_plan(tiny_corpus):
+    """Neutral utterances are at their planned active speech level; peaks stay below the cap."""
+    specs = {s["id"]: s for s in synth._plan(0.05, 0, None)[0]}
+    source = ShardSource(tiny_corpus, "train")
+    errors, peaks = [], []
+    for i, u in enumerate(source.manifest):
+        if u["task"] == "sentence" and u["style"] != "loud":
+            audio = source[i]["audio"]
+            errors.append(synth.active_level_db(audio) - specs[u["id"]]["level"])
+            peaks.append(np.abs(audio).max())
+    assert len(errors) > 20
+    assert np.median(np.abs(errors)) < 0.5 and max(np.abs(errors)) < 3.0
+    assert max(peaks) < 10 ** (synth.PEAK_DBFS / 20) + 0.01
 
 
 def test_text_generators():
