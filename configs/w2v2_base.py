@@ -119,6 +119,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.train.log_every = 100
     c.train.eval_every = 5000
     c.train.eval_batches = 8
+    # Across-speaker word ABX of every layer at each eval (training/abx_probe.py); 0 speakers = off.
+    c.train.abx_probe = config_dict.ConfigDict(dict(speakers=0, triplets=4000, seed=0, path=""))
     c.train.checkpoint_every = 5000
     c.train.keep_checkpoints = 3
 

@@ -144,6 +144,15 @@ class LadderedUpstream:
         """Valid frames for sample counts `lengths` (int array, any shape)."""
         raise NotImplementedError
 
+    def set_state(self, state: Any) -> None:
+        """Replaces the weights (same tree, shapes and dtypes); compiled programs are kept."""
+        new = jax.tree.map(jnp.asarray, meta.unbox(state))
+        if jax.tree.structure(new) != jax.tree.structure(self._state) or any(
+            a.shape != b.shape or a.dtype != b.dtype for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(self._state))
+        ):
+            raise ValueError("set_state: the new weights differ in structure, shape or dtype from the current ones")
+        self._state = new
+
     @property
     def num_compiles(self) -> int:
         """Distinct padded (batch, samples) shapes compiled so far."""

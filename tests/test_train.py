@@ -29,13 +29,15 @@ def _config(corpus: str):
     return c
 
 
-def test_stopped_and_resumed_run_matches_uninterrupted(tiny_corpus, tmp_path):
+def test_stopped_and_resumed_run_matches_uninterrupted(tiny_corpus, tiny_eval_corpus, tmp_path):
     cfg = _config(tiny_corpus)
+    cfg.train.abx_probe.update(dict(speakers=2, triplets=200, path=tiny_eval_corpus))
     full = loop.train(cfg, str(tmp_path / "full"), progress=False)
     assert full["steps"] == 6 and full["train_compiles"] == 1 and full["skipped_updates"] == 0
     assert full["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
 
     cfg.train.eval_batches = 0  # evaluation is checked on the full run; skip its compile here
+    cfg.train.abx_probe.speakers = 0
     part = loop.train(cfg, str(tmp_path / "split"), stop_after=4, progress=False)
     assert part["stopped_early"] and part["steps"] == 4
     assert sorted(int(d) for d in os.listdir(tmp_path / "split" / "checkpoints")) == [3, 4]
@@ -49,7 +51,8 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tiny_corpus, tmp_path):
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-6)
     rec = read_metrics(str(tmp_path / "full"))[-1]
-    assert {"eval_accuracy", "eval_perplexity", "eval_loss"} <= set(rec)
+    assert {"eval_accuracy", "eval_perplexity", "eval_loss", "eval_abx_word", "eval_abx_word_l2"} <= set(rec)
+    assert 0.0 <= rec["eval_abx_word"] <= 1.0
     summary = json.load(open(tmp_path / "full" / "summary.json"))
     assert summary["eval_end"]["step"] == 6
     assert os.listdir(tmp_path / "full" / "tensorboard")

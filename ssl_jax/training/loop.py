@@ -24,6 +24,7 @@ import optax
 from ssl_jax import objectives
 from ssl_jax.parallel import mesh as mesh_lib
 from ssl_jax.parallel import sharding as sharding_lib
+from ssl_jax.training import abx_probe
 from ssl_jax.training import checkpoint as ckpt_lib
 from ssl_jax.training import state as state_lib
 from ssl_jax.training.logging import MetricLogger
@@ -65,6 +66,7 @@ def train_batches(config: Any, path: str):
         num_workers=d.num_workers,
         process_index=jax.process_index(),
         process_count=jax.process_count(),
+        augment=d.get("augment"),
     )
 
 
@@ -332,13 +334,17 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
 
     evals: list[dict] = []
 
+    probe = abx_probe.from_config(config)
+
     def run_eval(step: int) -> None:
-        if not held_out:
+        if not held_out and probe is None:
             return
-        m = _mean_eval(eval_step, state.params, held_out, mesh, lambda i: key_on_mesh(2, i))
+        m = _mean_eval(eval_step, state.params, held_out, mesh, lambda i: key_on_mesh(2, i)) if held_out else {}
+        if probe is not None:
+            m.update(probe(state.params["encoder"]))
         evals.append({"step": step, **m})
         logger.log(step, m, prefix="eval_")
-        log.info("eval step %d: accuracy %.3f perplexity %.1f", step, m["accuracy"], m["perplexity"])
+        log.info("eval step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in m.items() if not k.startswith("abx_word_l")))
 
     if start_step == 0:
         run_eval(0)
