@@ -19,6 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def tiny_config(**model):
     c = load_config_file(os.path.join(ROOT, "configs", "w2v2_tiny.py"))
+    c.model.frontend = "conv"  # the paper's front end; tests of the log-mel one say so
+    c.train.abx_probe.speakers = 0
     c.model.conv_dim = (16,) * 7
     c.model.hidden_size = 32
     c.model.num_layers = 2
