@@ -134,7 +134,7 @@ def write_table(rows: list[dict], args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder of the runs and the results table")
+    p.add_argument("--out", default="", help="folder of the runs and the results table")
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "w2v2_tiny.py"))
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--speakers", type=int, default=12, help="ABX probe speakers")
@@ -145,6 +145,8 @@ def main() -> None:
         for name, (what, overrides) in VARIANTS.items():
             print(f"{name:20s} {what}: {overrides}")
         return
+    if not args.out:
+        p.error("--out is required (a folder for the runs and the table)")
     names = [n for n in args.only.split(",") if n] or list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
