@@ -483,12 +483,18 @@ class Augmenter:
     def speed_factor(self, batch: int, row: int) -> float:
         """The speed factor of one item (1.0 when speed perturbation does not fire)."""
         s = self.settings
-        if s.speed_prob <= 0:
-            return 1.0
-        rng = item_rng(self.seed, batch, row, "speed")
-        if rng.random() >= s.speed_prob:
+        rng = self._fires("speed", s.speed_prob, batch, row)
+        if rng is None:
             return 1.0
         return float(s.speed_factors[int(rng.integers(len(s.speed_factors)))])
+
+    def _fires(self, transform: str, prob: float, batch: int, row: int) -> np.random.Generator | None:
+        """The item's generator for `transform` when the transform fires (its first draw
+        decides), else None."""
+        if prob <= 0:
+            return None
+        rng = item_rng(self.seed, batch, row, transform)
+        return rng if rng.random() < prob else None
 
     def __call__(self, wav: np.ndarray, batch: int, row: int) -> np.ndarray:
         """Pitch, reverberation, babble, noise, telephone (each if it fires) on one crop [samples]."""
@@ -496,32 +502,22 @@ class Augmenter:
         x = np.asarray(wav, np.float32)
         if x.size == 0:
             return x
-        if s.pitch_prob > 0:
-            rng = item_rng(self.seed, batch, row, "pitch")
-            if rng.random() < s.pitch_prob:
-                x = pitch_shift(x, float(rng.uniform(*s.pitch_semitones)))
-        if s.reverb_prob > 0:
-            rng = item_rng(self.seed, batch, row, "reverb")
-            if rng.random() < s.reverb_prob:
-                rir = room_impulse_response(rng, float(rng.uniform(*s.reverb_rt60)),
-                                            s.reverb_room_min, s.reverb_room_max)
-                x = reverberate(x, rir)
-        if s.babble_prob > 0:
-            rng = item_rng(self.seed, batch, row, "babble")
-            if rng.random() < s.babble_prob:
-                lo, hi = s.babble_speakers
-                track = self.babble_bank()[int(rng.integers(lo, hi + 1))]
-                x = add_noise(x, _slice(track, rng, x.size), float(rng.uniform(*s.babble_snr_db)))
-        if s.noise_prob > 0:
-            rng = item_rng(self.seed, batch, row, "noise")
-            if rng.random() < s.noise_prob:
-                bank = self.noise_bank()
-                track = bank[int(rng.integers(len(bank)))]
-                x = add_noise(x, _slice(track, rng, x.size), float(rng.uniform(*s.noise_snr_db)))
-        if s.telephone_prob > 0:
-            rng = item_rng(self.seed, batch, row, "telephone")
-            if rng.random() < s.telephone_prob:
-                x = telephone(x)
+        if (rng := self._fires("pitch", s.pitch_prob, batch, row)) is not None:
+            x = pitch_shift(x, float(rng.uniform(*s.pitch_semitones)))
+        if (rng := self._fires("reverb", s.reverb_prob, batch, row)) is not None:
+            rir = room_impulse_response(rng, float(rng.uniform(*s.reverb_rt60)),
+                                        s.reverb_room_min, s.reverb_room_max)
+            x = reverberate(x, rir)
+        if (rng := self._fires("babble", s.babble_prob, batch, row)) is not None:
+            lo, hi = s.babble_speakers
+            track = self.babble_bank()[int(rng.integers(lo, hi + 1))]
+            x = add_noise(x, _slice(track, rng, x.size), float(rng.uniform(*s.babble_snr_db)))
+        if (rng := self._fires("noise", s.noise_prob, batch, row)) is not None:
+            bank = self.noise_bank()
+            track = bank[int(rng.integers(len(bank)))]
+            x = add_noise(x, _slice(track, rng, x.size), float(rng.uniform(*s.noise_snr_db)))
+        if self._fires("telephone", s.telephone_prob, batch, row) is not None:
+            x = telephone(x)
         return x
 
 

@@ -330,7 +330,8 @@ def align(audio: np.ndarray, events: list[Event], phones: list[str],
         the alignment, positions in samples of `audio`.
     """
     n = int(audio.shape[0])
-    quiet = silence * float(np.abs(audio.astype(np.int32)).max()) if n else 0.0
+    magnitude = np.abs(audio.astype(np.int32))
+    quiet = silence * float(magnitude.max()) if n else 0.0
     timed = _event_phones(events, n)
     spans: list[list[int] | None] = []
     for partners in _partners(phones, [t[0] for t in timed]):
@@ -364,7 +365,7 @@ def align(audio: np.ndarray, events: list[Event], phones: list[str],
             a, b = _trim_zeros(audio, a, b, quiet)
             out_phones.append((phones[i], a, b))
     if onset and out_phones:
-        sound = np.flatnonzero(np.abs(audio.astype(np.int32)) > quiet)
+        sound = np.flatnonzero(magnitude > quiet)
         if sound.size and int(sound[0]) < out_phones[0][1]:
             out_phones[0] = (out_phones[0][0], int(sound[0]), out_phones[0][2])
 
