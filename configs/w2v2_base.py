@@ -123,6 +123,10 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.train.abx_probe = config_dict.ConfigDict(dict(speakers=0, triplets=4000, seed=0, path=""))
     c.train.checkpoint_every = 5000
     c.train.keep_checkpoints = 3
+    # Warm start: any ssl_jax checkpoint (a workdir, a step folder, or one converted from
+    # transformers/fairseq/torchaudio); its encoder, and heads where shapes match, with fresh
+    # optimizer state. Empty: random initialisation.
+    c.train.init_from = ""
 
     c.optim = config_dict.ConfigDict()
     c.optim.lr = 5e-4

@@ -99,9 +99,10 @@ def jax_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
     objective = objectives.build(config)
     batch = {k: jax.device_put(v) for k, v in inputs.items()}
     params = jax.jit(lambda k: nn.unbox(objective.init(k, batch)))(jax.random.key(0))
+    state = jax.jit(lambda k: nn.unbox(objective.init_state(k, batch)))(jax.random.key(2))
 
     def step(params, batch, rng):
-        (loss, _), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng, 0, True)
+        (loss, _), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng, 0, True, state)
         return loss, optax.tree.norm(grads)
 
     compiled = jax.jit(step).lower(params, batch, jax.random.key(1)).compile()

@@ -1,8 +1,8 @@
 """Self-supervised objectives, looked up by the config's `objective.name`.
 
-An objective is a class built from the full config, `Objective(config)`, with
-`init(rng, batch) -> params` and `loss(params, batch, rng, step, train) -> (loss, metrics)`;
-`metrics` is a flat dict of scalars. Adding one is one file here plus one config.
+An objective is a class built from the full config (subclass `Objective`), with
+`init(rng, batch) -> params` and `loss(params, batch, rng, step, train, state) -> (loss,
+metrics)`; `metrics` is a flat dict of scalars. Adding one is one file here plus one config.
 """
 
 from __future__ import annotations
@@ -11,6 +11,64 @@ import importlib
 from typing import Any, Callable
 
 _REGISTRY: dict[str, type] = {}
+
+
+class Objective:
+    """What the trainer calls; an objective overrides `init` and `loss`, and the rest as needed.
+
+    Attributes:
+        SUMMARY: metric name -> label of the eval metrics the run's summary prints (the first
+            also shows on the progress bar).
+    """
+
+    SUMMARY: dict[str, str] = {}
+
+    def prepare(self, data_path: str, workdir: str) -> None:
+        """Host-side work before `init_state` (loading or fitting k-means codebooks); runs once
+        per process with the run's shard folder and workdir."""
+        del data_path, workdir
+
+    def init(self, rng: Any, batch: dict) -> Any:
+        """Parameters for a batch of this shape (`audio` [batch, samples], `audio_mask`),
+        boxed with logical axis names."""
+        raise NotImplementedError
+
+    def init_state(self, rng: Any, batch: dict) -> Any:
+        """Non-gradient state (frozen centroids, a random projection, an EMA teacher), boxed
+        with logical axis names like the parameters; `{}` when there is none."""
+        del rng, batch
+        return {}
+
+    def loss(self, params: Any, batch: dict, rng: Any, step: Any, train: bool, state: Any) -> tuple[Any, dict]:
+        """(loss scalar, metrics); metrics hold `masked_frames`, the weight of this batch in
+        eval means, and may hold `optimizer.NO_GRADIENT`."""
+        raise NotImplementedError
+
+    def update_state(self, state: Any, params: Any, step: Any) -> Any:
+        """The non-gradient state after an update to `params` (inside the jitted step)."""
+        del params, step
+        return state
+
+
+def layerdrop_metrics(params: Any, sown: dict) -> dict:
+    """`dropped_layers` and `optimizer.NO_GRADIENT` (the skipped layers' parameters) from what
+    the encoder sowed under `LAYERDROP_COLLECTION`; `{}` when LayerDrop did not run.
+
+    Expects the encoder's parameters under `params["encoder"]["encoder"]`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from ssl_jax.models.transformer import LAYERDROP_COLLECTION, LAYERS_KEPT, dropped_layers_mask
+    from ssl_jax.training.optimizer import NO_GRADIENT
+
+    kept = sown.get(LAYERDROP_COLLECTION, {}).get("encoder", {}).get("encoder", {}).get(LAYERS_KEPT)
+    if kept is None:
+        return {}
+    kept = kept[0]
+    no_gradient = jax.tree.map(lambda _: jnp.zeros((), bool), params)
+    no_gradient["encoder"]["encoder"] = dropped_layers_mask(params["encoder"]["encoder"], kept)
+    return {"dropped_layers": (~kept).sum().astype(jnp.float32), NO_GRADIENT: no_gradient}
 
 
 def register(name: str) -> Callable[[type], type]:

@@ -20,9 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.models.transformer import LAYERDROP_COLLECTION, LAYERS_KEPT, dropped_layers_mask
-from ssl_jax.objectives import masking, register
-from ssl_jax.training.optimizer import NO_GRADIENT
+from ssl_jax.models.transformer import LAYERDROP_COLLECTION
+from ssl_jax.objectives import Objective, layerdrop_metrics, masking, register
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -127,7 +126,7 @@ def contrastive_logits(context, targets, neg_idx, *, kappa: float, cross_idx=Non
 
 
 @register("wav2vec2")
-class Wav2Vec2Objective:
+class Wav2Vec2Objective(Objective):
     """The wav2vec 2.0 objective built from the full config (`model.*`, `objective.*`).
 
     Params: `{"encoder": ..., "quantizer": ..., "project_q": ..., "project_hid": ...}`.
@@ -135,6 +134,8 @@ class Wav2Vec2Objective:
     `mask_time_indices` bool[batch, frames] and `negative_indices` int[batch, frames, K] fix
     the masks and distractors (tests); otherwise both are drawn from the step key.
     """
+
+    SUMMARY = {"accuracy": "contrastive accuracy", "perplexity": "codebook perplexity"}
 
     def __init__(self, config: Any):
         from ssl_jax.models.encoder import EncoderConfig
@@ -209,7 +210,7 @@ class Wav2Vec2Objective:
             cross_idx = masking.sample_cross_negatives(k_cross, mask, self.cross_sample_negatives)
         return mask, neg_idx, cross_idx
 
-    def loss(self, params: Any, batch: dict, rng: jax.Array, step, train: bool = True):
+    def loss(self, params: Any, batch: dict, rng: jax.Array, step, train: bool = True, state: Any = None):
         """Contrastive + alpha * diversity + feature-penalty weight * feature penalty.
 
         Returns:
@@ -256,11 +257,5 @@ class Wav2Vec2Objective:
             "masked_fraction": mask.sum() / valid_frames,
             "masked_frames": weight.sum(),
         }
-        kept = sown.get(LAYERDROP_COLLECTION, {}).get("encoder", {}).get("encoder", {}).get(LAYERS_KEPT)
-        if kept is not None:
-            kept = kept[0]
-            no_gradient = jax.tree.map(lambda _: jnp.zeros((), bool), params)
-            no_gradient["encoder"]["encoder"] = dropped_layers_mask(params["encoder"]["encoder"], kept)
-            metrics["dropped_layers"] = (~kept).sum().astype(jnp.float32)
-            metrics[NO_GRADIENT] = no_gradient
+        metrics.update(layerdrop_metrics(params, sown))
         return loss, metrics

@@ -99,6 +99,9 @@ def eval_batches(config: Any, path: str) -> list[dict]:
 def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: Callable, grad_accum: int) -> Callable:
     """`train_step(state, batch, rng) -> (state, metrics)`; a non-finite loss or gradient skips the update.
 
+    The objective's non-gradient state goes into its loss and is advanced by its
+    `update_state` after the update, inside the same jitted step.
+
     When the objective's metrics carry `optimizer.NO_GRADIENT` (parameters that got no gradient,
     e.g. layers LayerDrop skipped), those parameters and their optimizer moments are left as
     they were (`optimizer.hold`). With gradient accumulation a parameter is held only if every
@@ -106,8 +109,10 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
     mean over all of them (zeros included), as a data-parallel all-reduce averages it.
     """
 
-    def loss_and_grad(params, batch, rng, step):
-        (loss, metrics), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng, step, True)
+    def loss_and_grad(params, objective_state, batch, rng, step):
+        (loss, metrics), grads = jax.value_and_grad(objective.loss, has_aux=True)(
+            params, batch, rng, step, True, objective_state
+        )
         metrics = dict(metrics)
         no_gradient = metrics.pop(NO_GRADIENT, None)
         return (loss, metrics, grads), no_gradient
@@ -115,17 +120,19 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
     def train_step(state: state_lib.TrainState, batch: dict, rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
         if grad_accum == 1:
-            (loss, metrics, grads), no_gradient = loss_and_grad(state.params, batch, rng, state.step)
+            (loss, metrics, grads), no_gradient = loss_and_grad(state.params, state.objective_state, batch, rng, state.step)
         else:
             micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
 
             def body(carry, xs):
                 i, mb = xs
                 summed, no_grad = carry
-                out, ng = loss_and_grad(state.params, mb, jax.random.fold_in(rng, i), state.step)
+                out, ng = loss_and_grad(state.params, state.objective_state, mb, jax.random.fold_in(rng, i), state.step)
                 return (jax.tree.map(jnp.add, summed, out), jax.tree.map(jnp.logical_and, no_grad, ng)), None
 
-            shapes = jax.eval_shape(loss_and_grad, state.params, jax.tree.map(lambda x: x[0], micro), rng, state.step)
+            shapes = jax.eval_shape(
+                loss_and_grad, state.params, state.objective_state, jax.tree.map(lambda x: x[0], micro), rng, state.step
+            )
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
             all_true = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes[1])
             (total, no_gradient), _ = jax.lax.scan(body, (zeros, all_true), (jnp.arange(grad_accum), micro))
@@ -139,11 +146,13 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
             params, opt_state = hold(tx, no_gradient, (state.params, state.opt_state), (params, opt_state))
             updates = jax.tree.map(lambda h, u: jnp.where(h, jnp.zeros_like(u), u), no_gradient, updates)
         keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        params = keep(params, state.params)
         new_state = state_lib.TrainState(
             step=state.step + 1,
-            params=keep(params, state.params),
+            params=params,
             opt_state=keep(opt_state, state.opt_state),
             skipped=state.skipped + (~finite).astype(jnp.int32),
+            objective_state=objective.update_state(state.objective_state, params, state.step),
         )
         metrics = dict(metrics)
         metrics.update(
@@ -160,10 +169,11 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
 
 
 def make_eval_step(objective: Any) -> Callable:
-    """`eval_step(params, batch, rng) -> metrics`: deterministic model, masks from `rng`."""
+    """`eval_step((params, objective_state), batch, rng) -> metrics`: deterministic model, masks from `rng`."""
 
-    def eval_step(params, batch, rng):
-        loss, metrics = objective.loss(params, batch, rng, 10**9, False)
+    def eval_step(variables, batch, rng):
+        params, objective_state = variables
+        loss, metrics = objective.loss(params, batch, rng, 10**9, False, objective_state)
         metrics = {k: v for k, v in metrics.items() if k != NO_GRADIENT}
         return dict(metrics, loss=loss)
 
@@ -222,7 +232,7 @@ def _audio_seconds(batch: dict) -> float:
     return float(batch["audio_mask"].sum()) / SAMPLE_RATE
 
 
-def _mean_eval(eval_step: CompiledSteps, params: Any, batches: list[dict], mesh, key_for: Callable[[int], jax.Array]) -> dict:
+def _mean_eval(eval_step: CompiledSteps, variables: Any, batches: list[dict], mesh, key_for: Callable[[int], jax.Array]) -> dict:
     """Masked-frame-weighted mean of the eval metrics over fixed held-out batches."""
     sums: dict[str, float] = {}
     weight_total = 0.0
@@ -230,7 +240,7 @@ def _mean_eval(eval_step: CompiledSteps, params: Any, batches: list[dict], mesh,
         key = key_for(i)
         device_batch = sharding_lib.shard_batch(batch, mesh)
         with jax.transfer_guard("disallow"):
-            m = eval_step(params, device_batch, key)
+            m = eval_step(variables, device_batch, key)
         m = jax.device_get(m)
         w = float(m["masked_frames"])
         weight_total += w
@@ -263,6 +273,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     mesh = mesh_lib.make_mesh(config.mesh)
     rules = sharding_lib.DEFAULT_RULES
     objective = objectives.build(config)
+    objective.prepare(path, workdir)
     total_steps = int(config.train.steps)
     tx, schedule = make_optimizer(config.optim, total_steps)
     grad_accum = int(config.train.grad_accum)
@@ -290,8 +301,9 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     )
 
     def init_boxed(key):
-        params = objective.init(key, {k: jnp.zeros(v.shape, v.dtype) for k, v in init_batch.items()})
-        return state_lib.TrainState.create(params, tx)
+        batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in init_batch.items()}
+        params = objective.init(key, batch)
+        return state_lib.TrainState.create(params, tx, objective.init_state(jax.random.fold_in(key, 1), batch))
 
     abstract_boxed = jax.eval_shape(init_boxed, init_rng)
     state_shardings = sharding_lib.tree_shardings(abstract_boxed, mesh, rules)
@@ -311,6 +323,8 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         log.info("resumed from %s at step %d", manager.directory, start_step)
     else:
         state = jax.jit(lambda k: nn.unbox(init_boxed(k)), out_shardings=state_shardings)(init_rng)
+        if config.train.get("init_from"):
+            state = warm_start(state, config.train.init_from, tx, state_shardings)
 
     # Compiled steps.
     replicated = sharding_lib.replicated(mesh)
@@ -324,7 +338,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     )
     eval_step = CompiledSteps(
         make_eval_step(objective),
-        lambda b: (state_shardings.params, batch_in(b), replicated),
+        lambda b: ((state_shardings.params, state_shardings.objective_state), batch_in(b), replicated),
         replicated,
     )
 
@@ -339,7 +353,8 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     def run_eval(step: int) -> None:
         if not held_out and probe is None:
             return
-        m = _mean_eval(eval_step, state.params, held_out, mesh, lambda i: key_on_mesh(2, i)) if held_out else {}
+        variables = (state.params, state.objective_state)
+        m = _mean_eval(eval_step, variables, held_out, mesh, lambda i: key_on_mesh(2, i)) if held_out else {}
         if probe is not None:
             m.update(probe(state.params["encoder"]))
         evals.append({"step": step, **m})
@@ -378,7 +393,8 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
                 last_log_time, last_log_step, audio_since_log = now, step, 0.0
                 last_metrics = logger.log(step, metrics)
                 if bar is not None:
-                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}")
+                    shown = {k: f"{metrics[k]:.3g}" for k in list(objective.SUMMARY)[:1] if k in metrics}
+                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", **shown)
             if config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps:
                 run_eval(step)
             if step % config.train.checkpoint_every == 0:
@@ -412,6 +428,8 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         "devices": jax.device_count(),
         "mesh": dict(zip(mesh_lib.AXES, (mesh.shape[a] for a in mesh_lib.AXES))),
         "final_loss": last_metrics.get("loss"),
+        "summary_metrics": dict(objective.SUMMARY),
+        "init_from": config.train.get("init_from") or None,
         "eval_start": evals[0] if evals else None,
         "eval_end": evals[-1] if evals else None,
     }
@@ -419,6 +437,24 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
     return summary
+
+
+def warm_start(state: state_lib.TrainState, path: str, tx: optax.GradientTransformation, shardings: Any) -> state_lib.TrainState:
+    """`state` with the parameters of the checkpoint at `path` (`training.warm_start`) and a
+    fresh optimizer state for them."""
+    from ssl_jax.training import warm_start as warm_lib
+
+    host = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state.params)
+    merged = warm_lib.load(path, host)
+    params = jax.tree.map(
+        lambda new, old, sh: jax.device_put(new, sh) if isinstance(new, np.ndarray) else old,
+        merged.params,
+        state.params,
+        shardings.params,
+        is_leaf=lambda x: isinstance(x, (np.ndarray, jax.ShapeDtypeStruct)),
+    )
+    opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(params)
+    return state.replace(params=params, opt_state=opt_state)
 
 
 def _main_thread() -> bool:
@@ -439,12 +475,15 @@ def format_summary(summary: dict) -> str:
     ]
     if summary.get("final_loss") is not None:
         lines.append(f"final train loss {summary['final_loss']:.4f}")
+    if summary.get("init_from"):
+        lines.append(f"warm start from {summary['init_from']}")
+    labels = summary.get("summary_metrics") or {}
     for name in ("eval_start", "eval_end"):
         e = summary.get(name)
         if e:
-            lines.append(
-                f"{name.replace('_', ' ')} (step {e['step']}): contrastive accuracy {e['accuracy']:.3f}, "
-                f"codebook perplexity {e['perplexity']:.1f}, loss {e['loss']:.3f}"
-            )
+            shown = [f"{label} {e[k]:.4g}" for k, label in labels.items() if k in e]
+            if "loss" in e:
+                shown.append(f"loss {e['loss']:.3f}")
+            lines.append(f"{name.replace('_', ' ')} (step {e['step']}): " + ", ".join(shown))
     lines.append(f"workdir {summary['workdir']} (metrics.jsonl, tensorboard/, checkpoints/)")
     return "\n".join(lines)

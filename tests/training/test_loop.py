@@ -8,6 +8,7 @@ import optax
 from ml_collections import config_dict
 
 from ssl_jax import objectives
+from ssl_jax.objectives import Objective
 from ssl_jax.parallel import mesh as mesh_lib
 from ssl_jax.parallel import sharding as sharding_lib
 from ssl_jax.training import loop
@@ -95,11 +96,11 @@ def test_dropped_layers_keep_params_and_moments_on_a_sharded_mesh():
         assert s2.params["project_q"]["kernel"].sharding == s1.params["project_q"]["kernel"].sharding
 
 
-class _Toy:
+class _Toy(Objective):
     """A linear objective whose `b` is used only by rows flagged `use_b`: a micro-batch without
     such rows gives `b` no gradient and says so under NO_GRADIENT."""
 
-    def loss(self, params, batch, rng, step, train=True):
+    def loss(self, params, batch, rng, step, train=True, state=None):
         x, use = batch["x"], batch["use_b"]
         loss = jnp.mean((x @ params["a"]) ** 2) + jnp.sum(jnp.where(use, (x @ params["b"]) ** 2, 0.0))
         return loss, {"toy": loss, NO_GRADIENT: {"a": jnp.zeros((), bool), "b": ~jnp.any(use)}}
@@ -123,3 +124,36 @@ def test_accumulation_holds_only_what_every_micro_batch_left_without_gradient():
     _same(s3.params["b"], s2.params["b"])
     _same((_adam(s3.opt_state).mu["b"], _adam(s3.opt_state).nu["b"]), (_adam(s2.opt_state).mu["b"], _adam(s2.opt_state).nu["b"]))
     assert _moved(s3.params["a"], s2.params["a"]) and int(_adam(s3.opt_state).count) == 3
+
+
+class _Teacher(Objective):
+    """Pulls `w` towards a non-gradient EMA copy of itself that the step updates."""
+
+    def init_state(self, rng, batch):
+        return {"ema": jnp.zeros((3,))}
+
+    def loss(self, params, batch, rng, step, train=True, state=None):
+        loss = jnp.sum((params["w"] - state["ema"] - batch["x"].mean(0)) ** 2)
+        return loss, {"masked_frames": jnp.ones(())}
+
+    def update_state(self, state, params, step):
+        return {"ema": 0.5 * state["ema"] + 0.5 * params["w"]}
+
+
+def test_objective_state_goes_into_the_loss_and_is_updated_inside_the_step():
+    optim = {"lr": 0.1, "warmup_fraction": 0.0, "schedule": "constant", "b1": 0.0, "b2": 0.98, "eps": 1e-6,
+             "weight_decay": 0.0, "clip_norm": 0.0}
+    tx, schedule = make_optimizer(optim, 10)
+    obj = _Teacher()
+    batch = {"x": jnp.ones((2, 3))}
+    state = TrainState.create({"w": jnp.zeros((3,))}, tx, obj.init_state(None, batch))
+    step = jax.jit(loop.make_train_step(obj, tx, schedule, 1))
+    ema = np.zeros(3)
+    for _ in range(3):
+        before = np.asarray(state.params["w"])
+        grad = 2 * (before - ema - 1.0)
+        state, _ = step(state, batch, jax.random.key(0))
+        assert not np.allclose(np.asarray(state.params["w"]), before)
+        assert np.all(np.sign(np.asarray(state.params["w"]) - before) == -np.sign(grad))  # gradient saw the state
+        ema = 0.5 * ema + 0.5 * np.asarray(state.params["w"])
+        np.testing.assert_allclose(np.asarray(state.objective_state["ema"]), ema, rtol=1e-6)
