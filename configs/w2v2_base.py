@@ -110,6 +110,8 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     a.babble = config_dict.ConfigDict(dict(  # other utterances of the training split
         prob=0.0, snr_db=(5.0, 20.0), speakers=(3, 6)))
     a.telephone = config_dict.ConfigDict(dict(prob=0.0))  # 8 kHz, mu-law
+    a.mix = config_dict.ConfigDict(dict(  # WavLM utterance mixing within the batch
+        prob=0.0, max_fraction=0.5, energy_db=(-5.0, 5.0)))
     a.clean_copy = False  # batches also carry `clean_audio` (before all but speed)
 
     c.train = config_dict.ConfigDict()

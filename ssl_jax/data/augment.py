@@ -14,7 +14,12 @@ Transforms, each drawn per utterance with its own probability and ranges (`data.
   reverberant ratio comes from the geometry; wall absorption from Sabine's formula;
 - additive noise at a random SNR: coloured noise (power spectrum ~ 1/f^beta) and babble, a sum
   of other utterances of the training split (as MUSAN babble in Snyder et al., 2018, "X-vectors");
-- a telephone channel: 8 kHz sampling and 8-bit mu-law companding (ITU-T G.711).
+- a telephone channel: 8 kHz sampling and 8-bit mu-law companding (ITU-T G.711);
+- utterance mixing (WavLM, Chen et al., 2022, Sec. III-B): a random segment of another
+  utterance of the same batch, at most `mix.max_fraction` of the primary's length and scaled to
+  a primary-to-secondary energy ratio uniform in `mix.energy_db`, is added at a random place,
+  so the primary speaker is the one heard most of the time; with `clean_copy` the targets can
+  still come from the primary alone.
 
 Every transform works on the real samples of one crop, `[samples]` float32 mono 16 kHz, so
 padding stays zero; all but speed keep the length and the time alignment (reverberation is
@@ -23,7 +28,8 @@ aligned on the direct path), so frame targets stay valid. Randomness comes from
 a batch is a pure function of its number, and a restored iterator continues exactly. The noise
 and babble banks are built once per process from the data seed alone; a babble segment is a
 random stretch of them (it may, rarely, hold a piece of the utterance it is added to).
-Order within a crop: pitch, reverberation, babble, noise, telephone.
+Order within a crop: utterance mixing (from the other crops as they came in), pitch,
+reverberation, babble, noise, telephone.
 
 The impulse responses are generated here rather than with pyroomacoustics (the field's image-
 method library): its full image method takes 20 ms to 2 s per response at these RT60s against
@@ -49,7 +55,7 @@ log = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 SPEED_OF_SOUND = 343.0  # m/s
 _SALT = 0x5A17  # separates augmentation streams from the pipeline's crop offsets
-_STREAMS = {"speed": 0, "pitch": 1, "reverb": 2, "babble": 3, "noise": 4, "telephone": 5}
+_STREAMS = {"speed": 0, "pitch": 1, "reverb": 2, "babble": 3, "noise": 4, "telephone": 5, "mix": 6}
 _NOISE_BANK_SECONDS = 60.0  # per colour
 _BABBLE_BANK_SECONDS = 60.0  # per speaker count
 _RIR_ORDER = 2  # image sources up to this many reflections; the statistical tail after them
@@ -82,6 +88,9 @@ class AugmentSettings:
         babble_prob, babble_snr_db, babble_speakers: babble of k talkers, k uniform in the
             (lo, hi) range inclusive, SNR uniform in the range.
         telephone_prob: the telephone channel.
+        mix_prob, mix_max_fraction, mix_energy_db: utterance mixing; the added segment covers at
+            most this fraction of the primary, at a primary-to-secondary energy ratio (dB)
+            uniform in the range.
         clean_copy: batches also carry `clean_audio`, the crop before every transform but
             speed (for objectives whose targets come from clean speech).
     """
@@ -101,10 +110,13 @@ class AugmentSettings:
     babble_snr_db: tuple[float, float] = (5.0, 20.0)
     babble_speakers: tuple[int, int] = (3, 6)
     telephone_prob: float = 0.0
+    mix_prob: float = 0.0
+    mix_max_fraction: float = 0.5
+    mix_energy_db: tuple[float, float] = (-5.0, 5.0)
     clean_copy: bool = False
 
     def __post_init__(self):
-        for name in ("speed", "pitch", "reverb", "noise", "babble", "telephone"):
+        for name in _STREAMS:
             p = getattr(self, f"{name}_prob")
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"data.augment.{name}.prob must be in [0, 1], got {p}")
@@ -123,6 +135,10 @@ class AugmentSettings:
         if not self.noise_colours or not all(-2.0 <= b <= 4.0 for b in self.noise_colours):
             raise ValueError(f"data.augment.noise.colours must be non-empty exponents in [-2, 4], "
                              f"got {self.noise_colours}")
+        if not 0.0 < self.mix_max_fraction <= 0.5:
+            raise ValueError(f"data.augment.mix.max_fraction must be in (0, 0.5] (the primary speaker stays "
+                             f"dominant), got {self.mix_max_fraction}")
+        _check_range("mix.energy_db", self.mix_energy_db, -20.0, 20.0)
         k = self.babble_speakers
         if len(k) != 2 or int(k[0]) != k[0] or int(k[1]) != k[1] or not 1 <= k[0] <= k[1] <= 32:
             raise ValueError(f"data.augment.babble.speakers must be whole (lo, hi) with "
@@ -148,6 +164,7 @@ _FIELDS = {
     "noise": {"prob": "noise_prob", "snr_db": "noise_snr_db", "colours": "noise_colours"},
     "babble": {"prob": "babble_prob", "snr_db": "babble_snr_db", "speakers": "babble_speakers"},
     "telephone": {"prob": "telephone_prob"},
+    "mix": {"prob": "mix_prob", "max_fraction": "mix_max_fraction", "energy_db": "mix_energy_db"},
 }
 
 
@@ -496,6 +513,36 @@ class Augmenter:
         rng = item_rng(self.seed, batch, row, transform)
         return rng if rng.random() < prob else None
 
+    def mix(self, wavs: list[np.ndarray | None], batch: int, rows: list[int]) -> list[np.ndarray | None]:
+        """Utterance mixing over one batch's crops (None = empty item): for each item it fires
+        on, a segment of another non-empty crop of the batch added to it (see the module
+        docstring). The result for an item depends on the crops as they came in only."""
+        s = self.settings
+        out = list(wavs)
+        others = [j for j, w in enumerate(wavs) if w is not None and w.size > 0]
+        for b, wav in enumerate(wavs):
+            if wav is None or wav.size < 2 or len(others) < 2:
+                continue
+            rng = self._fires("mix", s.mix_prob, batch, rows[b])
+            if rng is None:
+                continue
+            j = others[int(rng.integers(len(others) - 1))]
+            j = others[-1] if j == b else j  # a uniform choice among the other items
+            src = wavs[j]
+            length = int(rng.integers(1, max(2, int(s.mix_max_fraction * wav.size) + 1)))
+            length = min(length, src.size)
+            seg = src[int(rng.integers(0, src.size - length + 1)):][:length]
+            at = int(rng.integers(0, wav.size - length + 1))
+            ratio_db = float(rng.uniform(*s.mix_energy_db))
+            p_primary, p_seg = _rms(wav) ** 2, _rms(seg) ** 2
+            if p_primary <= 0.0 or p_seg <= 0.0:
+                continue
+            gain = math.sqrt(p_primary / (p_seg * 10.0 ** (ratio_db / 10.0)))
+            mixed = np.array(wav, np.float32)
+            mixed[at:at + length] += gain * seg
+            out[b] = mixed
+        return out
+
     def __call__(self, wav: np.ndarray, batch: int, row: int) -> np.ndarray:
         """Pitch, reverberation, babble, noise, telephone (each if it fires) on one crop [samples]."""
         s = self.settings
@@ -544,7 +591,8 @@ class SpeedPerturb(grain.transforms.Map):
 
 
 class Augment(grain.transforms.Map):
-    """Grain stage after the crop: pitch, reverberation, babble, noise and telephone per item.
+    """Grain stage after the crop: utterance mixing, then pitch, reverberation, babble, noise and
+    telephone per item.
 
     Element as for `SpeedPerturb`, `wavs` now the crops. With `clean_copy`, sets `clean` to the
     crops as they came in. A non-finite result (never expected) falls back to the clean crop.
@@ -555,14 +603,16 @@ class Augment(grain.transforms.Map):
 
     def map(self, element: dict[str, Any]) -> dict[str, Any]:
         clean = list(element["wavs"])
-        for b, wav in enumerate(clean):
+        rows = [int(r) for r in element["rows"]]
+        mixed = self.augmenter.mix(clean, element["batch"], rows) if self.augmenter.settings.mix_prob > 0 else clean
+        for b, wav in enumerate(mixed):
             if wav is None:
                 continue
             out = self.augmenter(wav, element["batch"], element["rows"][b])
             if not np.isfinite(out).all():
                 log.warning("augmentation of batch %d row %d gave non-finite samples; kept it clean",
                             element["batch"], element["rows"][b])
-                out = wav
+                out = clean[b]
             element["wavs"][b] = out
         if self.augmenter.settings.clean_copy:
             element["clean"] = clean

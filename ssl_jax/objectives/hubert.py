@@ -96,8 +96,9 @@ class HubertObjective(Objective):
 
     Params: `{"encoder", "final_proj", "label_embeddings_<i>"}`. State: `{"mean", "std",
     "centers_<i>"}` and, for layer targets, `{"teacher"}` (the frozen encoder).
-    Batch: `audio`, `audio_mask`; optional `mask_time_indices` fixes the mask (tests) and
-    `target_ids_<i>` int[batch, frames] the targets.
+    Batch: `audio`, `audio_mask`; optional `clean_audio` (the crops before augmentation,
+    `data.augment.clean_copy`) gives the targets, `mask_time_indices` fixes the mask (tests)
+    and `target_ids_<i>` int[batch, frames] the targets.
     """
 
     SUMMARY = {"accuracy": "masked-prediction accuracy", "accuracy_unmasked": "unmasked accuracy"}
@@ -158,7 +159,8 @@ class HubertObjective(Objective):
         """Cluster ids int32[batch, frames] of every target set (or the batch's `target_ids_<i>`)."""
         if all(f"target_ids_{i}" in batch for i in range(len(self.num_classes))):
             return [jnp.asarray(batch[f"target_ids_{i}"], jnp.int32) for i in range(len(self.num_classes))]
-        wavs = jnp.where(batch["audio_mask"], batch["audio"], 0.0)
+        source = batch["clean_audio"] if "clean_audio" in batch else batch["audio"]
+        wavs = jnp.where(batch["audio_mask"], source, 0.0)
         f = self.feature_frames(state, wavs, batch["audio_mask"], num_frames)
         b, t, d = f.shape
         return [kmeans.assign(f.reshape(b * t, d), state[f"centers_{i}"])[0].reshape(b, t) for i in range(len(self.num_classes))]
@@ -252,3 +254,4 @@ class HubertObjective(Objective):
         )
         metrics.update(layerdrop_metrics(params, sown))
         return loss, metrics
+

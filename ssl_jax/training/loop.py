@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
 BATCH_KEYS = ("audio", "audio_mask")
+OPTIONAL_KEYS = ("clean_audio",)  # with data.augment.clean_copy: the crops before augmentation
 
 
 # ----------------------------------------------------------------------------- data
@@ -376,7 +377,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     try:
         while step < total_steps:
             host_batch = next(batches)
-            batch = {k: np.asarray(host_batch[k]) for k in BATCH_KEYS}
+            batch = {k: np.asarray(host_batch[k]) for k in BATCH_KEYS + OPTIONAL_KEYS if k in host_batch}
             audio_since_log += _audio_seconds(batch) * jax.process_count()
             device_batch = sharding_lib.shard_batch(batch, mesh, rules)
             with jax.transfer_guard("disallow"):

@@ -225,3 +225,34 @@ def test_augmenter_pickles_without_its_banks(small_banks):
     clone = pickle.loads(pickle.dumps(aug))
     assert clone._noise is None and clone._babble is None
     assert np.array_equal(clone(x, 1, 0), y)  # banks rebuilt from the seed: same draws
+
+
+def test_utterance_mixing_keeps_the_primary_dominant_and_its_length():
+    settings = A.settings_from_config({"mix": {"prob": 1.0}, "clean_copy": True})
+    crops = [_speechlike(16000, seed=1), None, _speechlike(9000, seed=2, f0=220.0), _speechlike(12000, seed=3, f0=90.0)]
+    element = {"batch": 4, "rows": np.arange(4), "wavs": list(crops)}
+    out = A.Augment(A.Augmenter(settings, seed=1)).map(element)
+    assert out["wavs"][1] is None
+    for k in (0, 2, 3):
+        primary, mixed = crops[k], out["wavs"][k]
+        assert mixed.size == primary.size and np.array_equal(out["clean"][k], primary)
+        changed = np.flatnonzero(mixed != primary)
+        assert changed.size > 0
+        span = changed[-1] - changed[0] + 1
+        assert span <= 0.5 * primary.size  # the secondary covers at most half the primary
+        added = (mixed - primary)[changed[0]:changed[-1] + 1]
+        ratio_db = 10 * np.log10(np.mean(primary ** 2) / np.mean(added ** 2))
+        assert -5.01 <= ratio_db <= 5.01
+        # The added segment is a piece of another crop of the batch, never of itself.
+        sources = [c for j, c in enumerate(crops) if c is not None and j != k]
+        unit = added / np.linalg.norm(added)
+
+        def best_match(c):  # normalised cross-correlation with every window of c
+            norms = np.sqrt(np.convolve(c.astype(np.float64) ** 2, np.ones(added.size), "valid"))
+            return float((np.correlate(c, unit, "valid") / np.maximum(norms, 1e-12)).max())
+
+        assert max(best_match(c) for c in sources if c.size >= added.size) > 0.999
+    again = A.Augment(A.Augmenter(settings, seed=1)).map({"batch": 4, "rows": np.arange(4), "wavs": list(crops)})
+    assert all(np.array_equal(again["wavs"][k], out["wavs"][k]) for k in (0, 2, 3))
+    with pytest.raises(ValueError, match="max_fraction"):
+        A.settings_from_config({"mix": {"prob": 1.0, "max_fraction": 0.8}})

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from jax.sharding import PartitionSpec as P
 
 from ssl_jax import kmeans, objectives
@@ -92,10 +93,20 @@ def test_loss_is_cross_entropy_against_assigned_clusters_on_masked_frames():
     assert float(m["masked_frames"]) == valid.sum()
 
 
-def test_tiny_hubert_overfits_one_batch():
+@pytest.mark.parametrize("name", ["hubert", "wavlm"])
+def test_tiny_recipe_overfits_one_batch(name):
     cfg = hubert_config(clusters=(8,))
-    batch = {"audio": tones(2, 16000, seed=2), "audio_mask": np.ones((2, 16000), bool)}
-    obj = fitted(cfg, batch)
+    clean = tones(2, 16000, seed=2)
+    batch = {"audio": clean, "audio_mask": np.ones((2, 16000), bool)}
+    if name == "wavlm":  # denoising: the input carries a segment of the other utterance
+        cfg.objective.name = "wavlm"
+        cfg.model.update(relative_position_buckets=16, relative_position_max_distance=64)
+        cfg.data.augment.clean_copy = True
+        mixed = clean.copy()
+        mixed[0, 4000:8000] += 0.5 * clean[1, 8000:12000]
+        batch = dict(batch, audio=mixed, clean_audio=clean)
+    obj = fitted(cfg, dict(batch, audio=clean))
+    assert type(obj).__name__ == {"hubert": "HubertObjective", "wavlm": "WavLMObjective"}[name]
     params = nn.unbox(obj.init(jax.random.key(0), batch))
     state = nn.unbox(obj.init_state(jax.random.key(1), batch))
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
