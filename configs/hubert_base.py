@@ -43,6 +43,7 @@ def targets_config(iteration: int) -> config_dict.ConfigDict:
     t.checkpoint = ""  # source "layer": the previous iteration's run (workdir or step folder)
     t.layer = 6  # hidden_states index (0 = Transformer input)
     t.num_clusters = (100,) if iteration == 1 else (500,)  # one target set per entry
+    t.normalize = "none"  # "utterance": CMVN of each utterance's frames before k-means
     t.codebook = ""  # a kmeans.npz from `python -m ssl_jax.cluster`; empty: fit at start, cached
     t.kmeans = config_dict.ConfigDict(dict(
         steps=100,  # mini-batch updates

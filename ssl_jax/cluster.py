@@ -77,29 +77,14 @@ def load_teacher(config: Any) -> tuple[Any, Any]:
 
 def feature_fn(config: Any, teacher: tuple[Any, Any] | None = None) -> Callable:
     """`fn(wavs, audio_mask) -> (features f32[batch, frames, dim], frame_mask bool[batch, frames])`,
-    unstandardised, for `objective.targets.source`."""
-    from ssl_jax.models.encoder import SpeechEncoder, frame_lengths
+    jitted, unstandardised, for `objective.targets`."""
     from ssl_jax.objectives import targets
 
-    enc = _encoder_config(config)
-    source = config["objective"]["targets"]["source"]
-    layer = int(config["objective"]["targets"].get("layer", 0))
-
-    def fn(wavs, audio_mask, teacher_params=None):
-        lengths = audio_mask.sum(-1).astype(jnp.int32)
-        n = frame_lengths(enc, lengths)
-        frames = int(frame_lengths(enc, np.asarray([wavs.shape[1]]))[0])
-        wavs = jnp.where(audio_mask, wavs, 0.0)
-        if source == "mfcc":
-            f = targets.mfcc_frames(wavs, lengths, frames, enc.downsampling)
-        else:
-            f = targets.layer_frames(SpeechEncoder(teacher[0]), teacher_params, wavs, audio_mask, layer)
-        return f, jnp.arange(f.shape[1])[None, :] < n[:, None]
-
-    if source == "mfcc":
-        return jax.jit(lambda w, m: fn(w, m))
+    features = targets.from_config(config, teacher[0] if teacher is not None else None)
+    if teacher is None:
+        return jax.jit(lambda w, m: features(w, m))
     params = jax.tree.map(jnp.asarray, teacher[1])
-    jitted = jax.jit(fn)
+    jitted = jax.jit(features.__call__)
     return lambda w, m: jitted(w, m, params)
 
 
@@ -204,6 +189,7 @@ def fit_codebooks(config: Any, data_path: str, mesh: jax.sharding.Mesh | None = 
         "layer": int(t["layer"]) if t["source"] == "layer" else None,
         "checkpoint": os.path.abspath(t["checkpoint"]) if t["source"] == "layer" else None,
         "num_clusters": [int(k) for k in t["num_clusters"]],
+        "normalize": t.get("normalize", "none"),
         "kmeans": {k: (float(v) if isinstance(v, float) else int(v)) for k, v in s.items()},
         "data": os.path.abspath(data_path),
         "points_fitted": len(cached) * per_step,
@@ -293,6 +279,7 @@ def cache_key(config: Any, data_path: str) -> str:
     parts = {
         "source": t["source"],
         "num_clusters": [int(k) for k in t["num_clusters"]],
+        "normalize": t.get("normalize", "none"),
         "kmeans": _kmeans_settings(config),
         "frames": [enc.frontend, enc.downsampling],
         "crop": [config["data"]["max_seconds"], config["data"]["min_seconds"], config["data"]["num_buckets"],

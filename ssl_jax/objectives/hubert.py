@@ -144,24 +144,19 @@ class HubertObjective(Objective):
         if self.source == "layer":
             self.teacher = cluster.load_teacher(self.config)
 
-    def feature_frames(self, state: Any, wavs: jax.Array, audio_mask: jax.Array, num_frames: int) -> jax.Array:
+    def feature_frames(self, state: Any, wavs: jax.Array, audio_mask: jax.Array) -> jax.Array:
         """The frames targets are clustered from, [batch, frames, dim], standardised."""
-        if self.source == "mfcc":
-            lengths = audio_mask.sum(-1).astype(jnp.int32)
-            f = targets.mfcc_frames(wavs, lengths, num_frames, self.encoder_config.downsampling)
-        else:
-            from ssl_jax.models.encoder import SpeechEncoder
-
-            f = targets.layer_frames(SpeechEncoder(self.teacher[0]), state["teacher"], wavs, audio_mask, self.layer)
+        features = targets.from_config(self.config, self.teacher[0] if self.teacher is not None else None)
+        f, _ = features(wavs, audio_mask, state.get("teacher"))
         return (f - state["mean"]) / state["std"]
 
-    def target_ids(self, state: Any, batch: dict, num_frames: int) -> list[jax.Array]:
+    def target_ids(self, state: Any, batch: dict) -> list[jax.Array]:
         """Cluster ids int32[batch, frames] of every target set (or the batch's `target_ids_<i>`)."""
         if all(f"target_ids_{i}" in batch for i in range(len(self.num_classes))):
             return [jnp.asarray(batch[f"target_ids_{i}"], jnp.int32) for i in range(len(self.num_classes))]
         source = batch["clean_audio"] if "clean_audio" in batch else batch["audio"]
         wavs = jnp.where(batch["audio_mask"], source, 0.0)
-        f = self.feature_frames(state, wavs, batch["audio_mask"], num_frames)
+        f = self.feature_frames(state, wavs, batch["audio_mask"])
         b, t, d = f.shape
         return [kmeans.assign(f.reshape(b * t, d), state[f"centers_{i}"])[0].reshape(b, t) for i in range(len(self.num_classes))]
 
@@ -224,7 +219,7 @@ class HubertObjective(Objective):
                 k_mask, self.frame_lengths(batch), frames,
                 mask_prob=self.mask_prob, mask_length=self.mask_length, min_masks=self.min_masks,
             )
-        ids = self.target_ids(state, batch, frames)
+        ids = self.target_ids(state, batch)
         (projs, embeddings, out), sown = self.module.apply(
             {"params": params}, batch["audio"], batch["audio_mask"], mask,
             deterministic=not train, rngs={"dropout": k_drop}, mutable=[LAYERDROP_COLLECTION],

@@ -72,7 +72,7 @@ def test_loss_is_cross_entropy_against_assigned_clusters_on_masked_frames():
     params = nn.unbox(obj.init(jax.random.key(0), batch))
     state = nn.unbox(obj.init_state(jax.random.key(1), batch))
     frames = obj.num_frames(8000)
-    ids = obj.target_ids(state, {k: jnp.asarray(v) for k, v in batch.items()}, frames)
+    ids = obj.target_ids(state, {k: jnp.asarray(v) for k, v in batch.items()})
     assert [int(i.max()) < k for i, k in zip(ids, (8, 5))] == [True, True]
     mask = np.zeros((2, frames), bool)
     mask[:, 3:9] = True
