@@ -37,13 +37,16 @@ def model_config(variant: str = "base") -> config_dict.ConfigDict:
     m.conv_stride = (5, 2, 2, 2, 2, 2, 2)
     m.conv_bias = False
     m.feat_extract_norm = "group"  # "group": GroupNorm on layer 0 (BASE); "layer": LayerNorm on every layer (LARGE)
-    # "conv": the paper's waveform extractor above; "logmel": stacked log-mel frames (models/frontends.py)
+    # "conv": the paper's waveform extractor above; "logmel": stacked log-mel frames (models/frontends.py);
+    # "units": embedded k-means units of MFCC frames (Discrete BERT)
     m.frontend = "conv"
     m.logmel_bins = 80
     m.logmel_window = 400  # 25 ms Hann window
     m.logmel_hop = 160  # 10 ms; frames of `logmel_stack` hops: 20 ms, the conv extractor's rate
     m.logmel_stack = 2
     m.logmel_norm = "none"  # "utterance": standardise every band per utterance
+    m.units = 0  # frontend "units" (Discrete BERT): k-means units of MFCC frames, embedded
+    m.unit_dim = 256
     m.hidden_size = 768
     m.num_layers = 12
     m.num_heads = 12

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.models.feature_extractor import LN_EPS, FeatureExtractor, conv_output_lengths
-from ssl_jax.models.frontends import LogMelFrontend, logmel_frame_lengths
+from ssl_jax.models.frontends import LogMelFrontend, UnitFrontend, logmel_frame_lengths
 from ssl_jax.models.transformer import TransformerEncoder
 
 
@@ -39,6 +39,8 @@ class EncoderConfig:
     logmel_hop: int = 160
     logmel_stack: int = 2
     logmel_norm: str = "none"  # "utterance": per-utterance standardisation of every band
+    units: int = 0  # frontend "units": k-means units of MFCC frames (Discrete BERT's input)
+    unit_dim: int = 256  # frontend "units": unit embedding size
     hidden_size: int = 768
     num_layers: int = 12
     num_heads: int = 12
@@ -68,8 +70,10 @@ class EncoderConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride):
             raise ValueError("conv_dim, conv_kernel and conv_stride must have the same length")
-        if self.frontend not in ("conv", "logmel"):
-            raise ValueError(f"frontend must be 'conv' or 'logmel', got {self.frontend!r}")
+        if self.frontend not in ("conv", "logmel", "units"):
+            raise ValueError(f"frontend must be 'conv', 'logmel' or 'units', got {self.frontend!r}")
+        if self.frontend == "units" and self.units < 2:
+            raise ValueError(f"the units front end needs model.units >= 2 (the k-means codebook size), got {self.units}")
         if self.feat_extract_norm not in ("group", "layer"):
             raise ValueError(f"feat_extract_norm must be 'group' or 'layer', got {self.feat_extract_norm!r}")
         if self.hidden_size % self.num_heads:
@@ -184,6 +188,15 @@ class SpeechEncoder(nn.Module):
             raw = raw.astype(dtype)
             frame_mask = jnp.arange(raw.shape[1])[None, :] < lengths[:, None]
             penalty = jnp.zeros((), jnp.float32)  # nothing learnable to keep small
+        elif cfg.frontend == "units":
+            lengths = frame_lengths(cfg, audio_mask.sum(axis=-1))
+            num = int(frame_lengths(cfg, np.asarray([wavs.shape[1]]))[0])
+            raw, _ = UnitFrontend(cfg.units, cfg.unit_dim, cfg.downsampling, name="frontend")(
+                wavs, audio_mask.sum(axis=-1), num)
+            raw = raw.astype(dtype)
+            frame_mask = jnp.arange(raw.shape[1])[None, :] < lengths[:, None]
+            raw = jnp.where(frame_mask[..., None], raw, 0.0)
+            penalty = jnp.zeros((), jnp.float32)
         else:
             raw, lengths = FeatureExtractor(
                 cfg.conv_dim, cfg.conv_kernel, cfg.conv_stride, cfg.conv_bias, cfg.feat_extract_norm, dtype,

@@ -71,3 +71,37 @@ class LogMelFrontend(nn.Module):
         n = logmel_frame_lengths(lengths, self.window, self.hop, self.stack)
         out = jnp.where((jnp.arange(out.shape[1])[None, :] < n[:, None])[..., None], out, 0.0)
         return out, n
+
+
+class UnitFrontend(nn.Module):
+    """Waveforms -> embeddings of discrete units [batch, frames, dim] (Discrete BERT's input).
+
+    Each frame's 39-d MFCC (+ deltas) at the encoder's 320-sample stride
+    (`features.mfcc_frames`) is standardised by the `mean` and `std` parameters and assigned to
+    the nearest of the `centers` parameters (frozen k-means codebook: nothing trains them, the
+    objective holds them); its unit id indexes a learned embedding table.
+
+    Attributes:
+      units: codebook size; dim: embedding size; stride: samples per frame.
+    """
+
+    units: int
+    dim: int
+    stride: int = 320
+
+    @nn.compact
+    def __call__(self, wavs: jax.Array, lengths: jax.Array, num_frames: int) -> tuple[jax.Array, jax.Array]:
+        """wavs [batch, samples], lengths [batch] -> (embeddings [batch, frames, dim], unit ids int32[batch, frames])."""
+        from ssl_jax.data.features import MFCC_DIM, mfcc_frames
+
+        mean = self.param("mean", nn.with_logical_partitioning(nn.initializers.zeros, (None,)), (MFCC_DIM,))
+        std = self.param("std", nn.with_logical_partitioning(nn.initializers.ones, (None,)), (MFCC_DIM,))
+        centers = self.param("centers", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", None)),
+                             (self.units, MFCC_DIM))
+        f = (mfcc_frames(wavs, lengths, num_frames, self.stride) - jax.lax.stop_gradient(mean)) / jax.lax.stop_gradient(std)
+        c = jax.lax.stop_gradient(centers)
+        d = (f * f).sum(-1, keepdims=True) - 2.0 * jnp.einsum("btd,kd->btk", f, c) + (c * c).sum(-1)
+        ids = jnp.argmin(d, axis=-1).astype(jnp.int32)
+        table = self.param("embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "conv_channels")),
+                           (self.units, self.dim))
+        return jnp.take(table, ids, axis=0), ids

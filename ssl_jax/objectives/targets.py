@@ -18,32 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax.data import features
-
-MFCC_DIM = 39
-_HALF_WINDOW = 200  # centred frames of the shifted signal = Kaldi frames of the original
-
-
-def mfcc_frames(wavs: jax.Array, lengths: jax.Array, num_frames: int, stride: int = 320) -> jax.Array:
-    """MFCC + deltas + delta-deltas at the encoder's frames: f32[batch, num_frames, 39].
-
-    Args:
-        wavs: [batch, samples] 16 kHz; lengths: [batch] valid samples.
-        num_frames: the encoder's frames for this batch shape.
-        stride: samples per encoder frame (a multiple of the 160-sample MFCC hop).
-    Frames beyond an item's valid MFCC frames are zero (callers mask by the encoder's frames).
-    """
-    if stride % 160:
-        raise ValueError(f"MFCC targets need an encoder stride that is a multiple of 160 samples, got {stride}")
-    shifted = wavs[:, _HALF_WINDOW:]
-    n_shift = jnp.maximum(jnp.asarray(lengths, jnp.int32) - _HALF_WINDOW, 0)
-    c, n = features.mfcc(shifted, n_shift, n_mfcc=13, n_mels=40)
-    d1 = features.deltas(c, n)
-    d2 = features.deltas(d1, n)
-    full = jnp.concatenate([c, d1, d2], axis=-1)  # [batch, 100 Hz frames, 39]
-    idx = jnp.minimum(jnp.arange(num_frames) * (stride // 160), full.shape[1] - 1)
-    return full[:, idx]
-
+from ssl_jax.data.features import MFCC_DIM, mfcc_frames  # noqa: F401 (re-exported)
 
 def layer_frames(encoder: Any, params: Any, wavs: jax.Array, audio_mask: jax.Array, layer: int) -> jax.Array:
     """`hidden_states[layer]` [batch, frames, dim] of `encoder` (a `SpeechEncoder`) with frozen
