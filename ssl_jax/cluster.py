@@ -10,7 +10,9 @@ frozen checkpoint's layer), standardises them, and fits mini-batch k-means (`ssl
 with the points sharded over the mesh's batch axes. Writes `kmeans.npz` (the codebooks a
 recipe names in `objective.targets.codebook`) and `cluster.json` (fit figures and the phone
 purity, cluster purity and PNMI of the targets on the validation split against the corpus'
-phone alignments). Training never needs label files: targets are assigned inside the step.
+phone alignments), and the frame targets of the validation split (`--target_splits` for
+others) as fairseq-style label files `<split>.km`, one line of cluster ids per utterance.
+Training never reads label files: targets are assigned inside the step.
 
 `ensure_codebooks`, called when a run starts, loads the recipe's codebooks or fits them once
 and caches them beside the corpus.
@@ -218,27 +220,22 @@ def frame_phones(entry: dict, num_frames: int, stride: int) -> list[str]:
     return out
 
 
-def measure(config: Any, codebooks: kmeans.Codebooks, data_path: str, split: str,
-            max_utterances: int = 2000, fn: Callable | None = None) -> list[kmeans.ClusterQuality]:
-    """Phone purity, cluster purity and PNMI of each target set on `split` (frames inside an
-    utterance's first and last aligned phone; utterances without alignment are passed over)."""
+def split_targets(config: Any, codebooks: kmeans.Codebooks, data_path: str, split: str,
+                  fn: Callable | None = None) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """(record index, cluster ids int[frames] of each target set) for every utterance of
+    `split`, in batches of the recipe's shape (utterances beyond `data.max_seconds` are cut
+    there, as in evaluation)."""
     from ssl_jax.data import pipeline
-    from ssl_jax.data.shards import read_manifest
 
-    t = config["objective"]["targets"]
     if fn is None:
+        t = config["objective"]["targets"]
         fn = feature_fn(config, load_teacher(config) if t["source"] == "layer" else None)
-    manifest = read_manifest(data_path, split)
     d = config["data"]
     it = pipeline.eval_iterator(
         data_path, split, batch_size=int(config["train"]["batch_size"]),
         max_samples=int(round(d["max_seconds"] * SAMPLE_RATE)), num_buckets=int(d["num_buckets"]),
         normalize=bool(d["normalize"]),
     )
-    stride = _encoder_config(config).downsampling
-    phone_ids: dict[str, int] = {}
-    tables = [np.zeros((0, len(c)), np.int64) for c in codebooks.centers]
-    seen = 0
     for batch in it:
         f, m = fn(jnp.asarray(batch["audio"]), jnp.asarray(batch["audio_mask"]))
         z = (np.asarray(f) - codebooks.mean) / codebooks.std
@@ -246,27 +243,64 @@ def measure(config: Any, codebooks: kmeans.Codebooks, data_path: str, split: str
         ids = [np.asarray(kmeans.assign(jnp.asarray(z.reshape(-1, z.shape[-1])), jnp.asarray(c))[0]).reshape(m.shape)
                for c in codebooks.centers]
         for b, index in enumerate(np.asarray(batch["index"])):
-            if index < 0 or seen >= max_utterances:
-                continue
-            entry = manifest[int(index)]
-            phones = (entry.get("alignment") or {}).get("phones")
-            if not phones:
-                continue
-            seen += 1
-            n = int(m[b].sum())
-            labels = frame_phones(entry, n, stride)
-            first, last = phones[0][1] // stride, min(n, -(-phones[-1][2] // stride))
-            for t_ in range(first, last):
-                y = phone_ids.setdefault(labels[t_], len(phone_ids))
-                for j, table in enumerate(tables):
-                    if y >= table.shape[0]:
-                        tables[j] = table = np.concatenate([table, np.zeros((y + 1 - table.shape[0], table.shape[1]), np.int64)])
-                    table[y, ids[j][b, t_]] += 1
+            if index >= 0:
+                n = int(m[b].sum())
+                yield int(index), [x[b, :n] for x in ids]
+
+
+def measure(config: Any, codebooks: kmeans.Codebooks, data_path: str, split: str,
+            max_utterances: int = 2000, fn: Callable | None = None) -> list[kmeans.ClusterQuality]:
+    """Phone purity, cluster purity and PNMI of each target set on `split` (frames inside an
+    utterance's first and last aligned phone; utterances without alignment are passed over)."""
+    from ssl_jax.data.shards import read_manifest
+
+    manifest = read_manifest(data_path, split)
+    stride = _encoder_config(config).downsampling
+    phone_ids: dict[str, int] = {}
+    tables = [np.zeros((0, len(c)), np.int64) for c in codebooks.centers]
+    seen = 0
+    for index, ids in split_targets(config, codebooks, data_path, split, fn):
+        entry = manifest[index]
+        phones = (entry.get("alignment") or {}).get("phones")
+        if not phones:
+            continue
+        seen += 1
+        n = len(ids[0])
+        labels = frame_phones(entry, n, stride)
+        first, last = phones[0][1] // stride, min(n, -(-phones[-1][2] // stride))
+        for t_ in range(first, last):
+            y = phone_ids.setdefault(labels[t_], len(phone_ids))
+            for j, table in enumerate(tables):
+                if y >= table.shape[0]:
+                    tables[j] = table = np.concatenate([table, np.zeros((y + 1 - table.shape[0], table.shape[1]), np.int64)])
+                table[y, ids[j][t_]] += 1
         if seen >= max_utterances:
             break
     if seen == 0:
         raise ValueError(f"split {split!r} of {data_path} has no utterance with a phone alignment to measure targets against")
     return [kmeans.quality(table) for table in tables]
+
+
+def write_targets(config: Any, codebooks: kmeans.Codebooks, data_path: str, split: str, out_dir: str,
+                  fn: Callable | None = None) -> list[str]:
+    """Frame targets of every utterance of `split` as fairseq HuBERT label files: one file per
+    target set, `OUT/<split>.km` (then `<split>.km1`, ...), one line of space-separated cluster
+    ids per utterance in manifest order (50 Hz for a 320-sample stride). Training here never
+    reads them; they are for inspection and for other toolkits."""
+    from ssl_jax.data.shards import read_index
+
+    count = int(read_index(data_path)["splits"][split]["num_utterances"])
+    lines: dict[int, list[str]] = {}
+    for index, ids in split_targets(config, codebooks, data_path, split, fn):
+        lines[index] = [" ".join(map(str, x.tolist())) for x in ids]
+    paths = []
+    for j in range(len(codebooks.centers)):
+        path = os.path.join(out_dir, f"{split}.km" + (str(j) if j else ""))
+        with open(path, "w", encoding="utf-8") as f:
+            for index in range(count):
+                f.write((lines[index][j] if index in lines else "") + "\n")
+        paths.append(path)
+    return paths
 
 
 # ----------------------------------------------------------------------------- cache
@@ -321,9 +355,10 @@ def ensure_codebooks(config: Any, data_path: str, workdir: str) -> kmeans.Codebo
 # ----------------------------------------------------------------------------- command line
 
 
-def run(config: Any, workdir: str) -> dict:
+def run(config: Any, workdir: str, target_splits: tuple[str, ...] | None = None) -> dict:
     """Fits the recipe's codebooks on its training data, measures them on the validation split,
-    writes `kmeans.npz` and `cluster.json` under `workdir`; returns the report."""
+    writes `kmeans.npz`, `cluster.json` and the frame targets of `target_splits` (default: the
+    validation split) under `workdir`; returns the report."""
     from ssl_jax.parallel import mesh as mesh_lib
     from ssl_jax.training.loop import shard_dir
 
@@ -334,8 +369,11 @@ def run(config: Any, workdir: str) -> dict:
     path = books.save(os.path.join(workdir, "kmeans.npz"))
     t0 = time.time()
     quality = measure(config, books, data_path, config.data.eval_split)
+    labels = []
+    for split in target_splits or (config.data.eval_split,):
+        labels += write_targets(config, books, data_path, split, workdir)
     report = dict(books.meta, codebook=path, split=config.data.eval_split, measure_seconds=time.time() - t0,
-                  quality=[q.__dict__ for q in quality])
+                  quality=[q.__dict__ for q in quality], targets=labels)
     with open(os.path.join(workdir, "cluster.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     return report
@@ -348,7 +386,8 @@ def format_report(report: dict) -> str:
         lines.append(f"  K={k}: phone purity {q['phone_purity']:.3f}, cluster purity {q['cluster_purity']:.3f}, "
                      f"PNMI {q['pnmi']:.3f} ({q['frames']:,} {report['split']} frames, {q['phones']} phones, "
                      f"{q['clusters_used']} clusters used); inertia per point {inertia:.3f}")
-    lines.append(f"codebooks {report['codebook']} (objective.targets.codebook)")
+    lines.append(f"codebooks {report['codebook']} (objective.targets.codebook); frame targets "
+                 + ", ".join(report["targets"]))
     return "\n".join(lines)
 
 
@@ -357,7 +396,8 @@ def _define_flags() -> None:
     module and has flags of the same names)."""
     config_flags.DEFINE_config_file("config", None, "Recipe with an objective.targets section (configs/NAME.py).",
                                     lock_config=True)
-    flags.DEFINE_string("workdir", None, "Output folder: kmeans.npz, cluster.json.")
+    flags.DEFINE_string("workdir", None, "Output folder: kmeans.npz, cluster.json, <split>.km.")
+    flags.DEFINE_list("target_splits", [], "Splits whose frame targets to write (default: data.eval_split).")
     flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -368,7 +408,7 @@ def main(argv: list[str]) -> None:
     cfg = flags.FLAGS.config
     if "targets" not in cfg.objective:
         sys.exit(f"error: objective {cfg.objective.name!r} has no objective.targets section to cluster for")
-    print(format_report(run(cfg, flags.FLAGS.workdir)), flush=True)
+    print(format_report(run(cfg, flags.FLAGS.workdir, tuple(flags.FLAGS.target_splits) or None)), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ssl_jax import cluster, kmeans
+from ssl_jax.models.encoder import EncoderConfig, frame_lengths
 from tests.objectives.test_wav2vec2 import ROOT
 
 
@@ -100,3 +101,11 @@ def test_cluster_command_writes_codebooks_and_phone_measures(tiny_corpus, tmp_pa
     q = report["quality"][0]
     assert 0.0 < q["pnmi"] < 1.0 and q["phones"] > 10 and q["clusters_used"] > 10
     assert kmeans.Codebooks.load(str(out / "kmeans.npz")).sizes == (20,)
+    lines = open(out / "valid.km").read().split("\n")[:-1]
+    manifest = [json.loads(x) for x in open(os.path.join(tiny_corpus, "valid.jsonl"))]
+    assert len(lines) == len(manifest)
+    enc = EncoderConfig.from_config(_hubert_tiny(tiny_corpus).model)
+    for line, entry in zip(lines, manifest):  # one id per encoder frame of the (cut) utterance
+        n = int(frame_lengths(enc, np.asarray([min(entry["num_samples"], 32000)]))[0])
+        ids = [int(v) for v in line.split()]
+        assert len(ids) == n and all(0 <= v < 20 for v in ids)
