@@ -1,13 +1,17 @@
 """HuBERT's two iterations end to end at tiny size: iteration 1 fits its MFCC k-means when the
-run starts (cached beside the corpus), iteration 2 clusters a layer of the iteration-1
-checkpoint and trains on targets from that frozen encoder, stopping and resuming exactly."""
+run starts (cached beside the corpus); iteration 2 clusters a layer of the iteration-1
+checkpoint, warm-starts from it (`train.init_from`) and trains on targets from that frozen
+encoder, held in the objective state, which a stopped run saves and a resumed one restores."""
 
 import os
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
-from ssl_jax import cluster, kmeans
+from ssl_jax import cluster
 from ssl_jax.training import loop
+from ssl_jax.training.checkpoint import load_pretrained, resolve_step_dir
 from ssl_jax.training.logging import read_metrics
 from tests.objectives.test_hubert import hubert_config
 
@@ -22,7 +26,7 @@ def _config(corpus, iteration=1, checkpoint=""):
     c.train.batch_size = 8
     c.train.log_every = 1
     c.train.eval_every = 0
-    c.train.eval_batches = 1
+    c.train.eval_batches = 0
     c.train.checkpoint_every = 10
     c.mesh.data = 2
     c.mesh.fsdp = -1
@@ -30,15 +34,15 @@ def _config(corpus, iteration=1, checkpoint=""):
     t.kmeans.update(steps=4, points_per_step=512, seed_points=1024)
     if iteration == 2:
         t.source, t.checkpoint, t.layer = "layer", checkpoint, 1
+        c.train.init_from = checkpoint
     return c
 
 
-def test_two_iterations_with_fitted_targets_and_exact_resume(tiny_corpus, tmp_path):
+def test_two_iterations_fitted_targets_warm_start_and_saved_teacher(tiny_corpus, tmp_path):
     it1 = loop.train(_config(tiny_corpus), str(tmp_path / "it1"), progress=False)
     assert it1["steps"] == 3 and it1["skipped_updates"] == 0
-    cached = os.listdir(os.path.join(tiny_corpus, "kmeans"))
-    cached = [n for n in cached if n.startswith("mfcc-k12-")]
-    assert len(cached) == 1
+    assert it1["summary_metrics"]["accuracy"] == "masked-prediction accuracy"
+    assert [n for n in os.listdir(os.path.join(tiny_corpus, "kmeans")) if n.startswith("mfcc-k12-")]
 
     cfg2 = _config(tiny_corpus, 2, str(tmp_path / "it1"))
     books = cluster.fit_codebooks(cfg2, tiny_corpus)
@@ -46,11 +50,19 @@ def test_two_iterations_with_fitted_targets_and_exact_resume(tiny_corpus, tmp_pa
     (q,) = cluster.measure(cfg2, books, tiny_corpus, "valid", max_utterances=20)
     assert 0.0 < q.pnmi < 1.0 and q.frames > 100
 
-    full = loop.train(cfg2, str(tmp_path / "it2_full"), progress=False)
-    part = loop.train(cfg2, str(tmp_path / "it2_split"), stop_after=2, progress=False)
-    assert part["stopped_early"]
-    loop.train(cfg2, str(tmp_path / "it2_split"), progress=False)
-    losses = lambda name: [r["loss"] for r in read_metrics(str(tmp_path / name)) if "loss" in r]  # noqa: E731
-    np.testing.assert_allclose(losses("it2_split"), losses("it2_full"), rtol=1e-6)
-    assert full["summary_metrics"]["accuracy"] == "masked-prediction accuracy"
-    assert isinstance(kmeans.Codebooks.load(os.path.join(tiny_corpus, "kmeans", cached[0])), kmeans.Codebooks)
+    part = loop.train(cfg2, str(tmp_path / "it2"), stop_after=2, progress=False)
+    assert part["stopped_early"] and part["init_from"] == str(tmp_path / "it1")
+    resumed = loop.train(cfg2, str(tmp_path / "it2"), progress=False)
+    assert resumed["resumed_from"] == 2 and resumed["steps"] == 3
+
+    # Warm start: step 1 starts from iteration 1's final parameters.
+    params1, _ = load_pretrained(str(tmp_path / "it1"))
+    norm = float(np.sqrt(sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(params1))))
+    records = [r for r in read_metrics(str(tmp_path / "it2")) if "loss" in r]
+    assert [r["step"] for r in records] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in records)
+    np.testing.assert_allclose(records[0]["param_norm"], norm, rtol=1e-5)
+    # The frozen teacher went into the checkpoint with the state and came back unchanged.
+    state_dir = os.path.join(resolve_step_dir(str(tmp_path / "it2")), "state")
+    with ocp.PyTreeCheckpointer() as ckpt:
+        saved = ckpt.restore(state_dir)
+    jax.tree.map(np.testing.assert_array_equal, saved["objective_state"]["teacher"], params1["encoder"])
