@@ -65,7 +65,8 @@ def bench_config(config: Any) -> Any:
 
 
 def make_inputs(objective: Any, batch: int, samples: int, seed: int = 0) -> dict:
-    """Random audio, full masks, span masks and distractor indices shared by both frameworks."""
+    """Random audio, full masks, span masks and (for contrastive objectives) distractor indices
+    shared by both frameworks."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -84,8 +85,25 @@ def make_inputs(objective: Any, batch: int, samples: int, seed: int = 0) -> dict
         mask_length=objective.mask_length,
         min_masks=objective.min_masks,
     )
-    neg, _ = masking.sample_negatives(jax.random.key(seed + 1), mask, objective.num_negatives)
-    return {"audio": audio, "audio_mask": audio_mask, "mask_time_indices": np.asarray(mask), "negative_indices": np.asarray(neg)}
+    out = {"audio": audio, "audio_mask": audio_mask, "mask_time_indices": np.asarray(mask)}
+    if hasattr(objective, "num_negatives"):
+        neg, _ = masking.sample_negatives(jax.random.key(seed + 1), mask, objective.num_negatives)
+        out["negative_indices"] = np.asarray(neg)
+    return out
+
+
+def prepared(config: Any) -> Any:
+    """The recipe's objective after its host-side preparation (k-means codebooks are loaded, or
+    fitted once on the recipe's data and cached, as a training run would)."""
+    import tempfile
+
+    from ssl_jax import objectives
+    from ssl_jax.training.loop import shard_dir
+
+    objective = objectives.build(config)
+    with tempfile.TemporaryDirectory() as workdir:
+        objective.prepare(shard_dir(config), workdir)
+    return objective
 
 
 def jax_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
@@ -96,7 +114,7 @@ def jax_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
 
     from ssl_jax import objectives
 
-    objective = objectives.build(config)
+    objective = prepared(config)
     batch = {k: jax.device_put(v) for k, v in inputs.items()}
     params = jax.jit(lambda k: nn.unbox(objective.init(k, batch)))(jax.random.key(0))
     state = jax.jit(lambda k: nn.unbox(objective.init_state(k, batch)))(jax.random.key(2))
@@ -181,6 +199,8 @@ def run(config: Any, *, batch: int, seconds: float, steps: int, compare: str | N
     from ssl_jax import objectives
 
     inputs = make_inputs(objectives.build(config), batch, samples)
+    if compare == "torch" and config.objective.name != "wav2vec2":
+        raise ValueError(f"--compare=torch times transformers' Wav2Vec2ForPreTraining; {config.objective.name!r} has no such reference here")
     audio_seconds = batch * samples / SAMPLE_RATE
     load_before = os.getloadavg()[0]
     peak = matmul_peak(matmul_size)
