@@ -21,11 +21,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ssl_jax.models.frontends import LogMelFrontend
-from ssl_jax.models.transformer import LAYERDROP_COLLECTION
-from ssl_jax.objectives import Objective, layerdrop_metrics, masking, register
+from ssl_jax.objectives import layerdrop_metrics, register
+from ssl_jax.objectives.masked import MaskedObjective
 
 
 class CodePredictionModel(nn.Module):
@@ -72,7 +71,7 @@ def quantize(frames: jax.Array, valid: jax.Array, projection: jax.Array, codeboo
 
 
 @register("bestrq")
-class BestRqObjective(Objective):
+class BestRqObjective(MaskedObjective):
     """BEST-RQ from the full config (`model.*` with the log-mel front end, `objective.*`).
 
     Params: `{"encoder", "heads"}`. State: `{"projection", "codebooks"}`.
@@ -82,33 +81,16 @@ class BestRqObjective(Objective):
     SUMMARY = {"accuracy": "masked code accuracy"}
 
     def __init__(self, config: Any):
-        from ssl_jax.models.encoder import EncoderConfig
-
-        self.config = config
-        self.encoder_config = m = EncoderConfig.from_config(config["model"])
+        super().__init__(config)
+        m = self.encoder_config
         if m.frontend != "logmel":
             raise ValueError("BEST-RQ quantizes log-mel frames: set model.frontend='logmel'")
         o = config["objective"]
-        self.mask_prob = float(o["mask_prob"])
-        self.mask_length = int(o["mask_length"])
-        self.min_masks = int(o["min_masks"])
         self.num_codebooks = int(o["num_codebooks"])
         self.codebook_size = int(o["codebook_size"])
         self.code_dim = int(o["code_dim"])
         self.frontend = LogMelFrontend(m.logmel_bins, m.logmel_window, m.logmel_hop, m.logmel_stack, "none")
         self.module = CodePredictionModel(m, self.num_codebooks, self.codebook_size)
-
-    def num_frames(self, num_samples: int) -> int:
-        from ssl_jax.models.encoder import frame_lengths
-
-        return int(frame_lengths(self.encoder_config, np.asarray([num_samples]))[0])
-
-    def init(self, rng: jax.Array, batch: dict) -> Any:
-        frames = self.num_frames(batch["audio"].shape[1])
-        mask = jnp.zeros((batch["audio"].shape[0], frames), bool)
-        k_params, k_drop = jax.random.split(rng)
-        return self.module.init({"params": k_params, "dropout": k_drop}, batch["audio"], batch["audio_mask"], mask,
-                                deterministic=True)["params"]
 
     def init_state(self, rng: jax.Array, batch: dict) -> Any:
         """The frozen quantizer: Xavier-uniform projections and standard-normal codebooks."""
@@ -134,21 +116,10 @@ class BestRqObjective(Objective):
             (loss, metrics: accuracy (masked frames, all codebooks), codes_used (distinct codes
             of the first codebook in the batch), masked_fraction, masked_frames).
         """
-        from ssl_jax.models.encoder import frame_lengths
-
         k_mask, k_drop = jax.random.split(rng)
-        frames = self.num_frames(batch["audio"].shape[1])
-        n = frame_lengths(self.encoder_config, batch["audio_mask"].sum(-1).astype(jnp.int32))
-        if "mask_time_indices" in batch:
-            mask = jnp.asarray(batch["mask_time_indices"], bool)
-        else:
-            mask = masking.span_mask(k_mask, n, frames, mask_prob=self.mask_prob, mask_length=self.mask_length,
-                                     min_masks=self.min_masks)
+        mask = self.draw_mask(batch, k_mask)
         ids = self.target_ids(state, batch)
-        (logits, out), sown = self.module.apply(
-            {"params": params}, batch["audio"], batch["audio_mask"], mask,
-            deterministic=not train, rngs={"dropout": k_drop}, mutable=[LAYERDROP_COLLECTION],
-        )
+        (logits, out), sown = self.apply(params, batch, mask, k_drop, train)
         w = (mask & out.frame_mask).astype(jnp.float32)
         denom = jnp.maximum(w.sum(), 1.0)
         ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, ids[..., None], -1)[..., 0]

@@ -18,11 +18,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ssl_jax.models.frontends import UnitFrontend
-from ssl_jax.models.transformer import LAYERDROP_COLLECTION
-from ssl_jax.objectives import Objective, layerdrop_metrics, masking, register
+from ssl_jax.objectives import layerdrop_metrics, register
+from ssl_jax.objectives.masked import MaskedObjective, rebox
 from ssl_jax.training.optimizer import NO_GRADIENT
 
 FROZEN = ("mean", "std", "centers")  # the front end's codebook parameters
@@ -51,7 +50,7 @@ class UnitPredictionModel(nn.Module):
 
 
 @register("discrete_bert")
-class DiscreteBertObjective(Objective):
+class DiscreteBertObjective(MaskedObjective):
     """Discrete BERT from the full config (`model.frontend = "units"`, `objective.*`,
     `objective.targets.*` for the codebook, as the HuBERT recipes).
 
@@ -61,10 +60,8 @@ class DiscreteBertObjective(Objective):
     SUMMARY = {"accuracy": "masked unit accuracy"}
 
     def __init__(self, config: Any):
-        from ssl_jax.models.encoder import EncoderConfig
-
-        self.config = config
-        self.encoder_config = m = EncoderConfig.from_config(config["model"])
+        super().__init__(config)
+        m = self.encoder_config
         if m.frontend != "units":
             raise ValueError("Discrete BERT reads unit ids: set model.frontend='units' (and model.units)")
         o = config["objective"]
@@ -72,9 +69,6 @@ class DiscreteBertObjective(Objective):
         if t["source"] != "mfcc" or tuple(t["num_clusters"]) != (m.units,):
             raise ValueError(f"Discrete BERT's units are one MFCC codebook of model.units={m.units} clusters: set "
                              f"objective.targets.source='mfcc' and num_clusters=({m.units},)")
-        self.mask_prob = float(o["mask_prob"])
-        self.mask_length = int(o["mask_length"])
-        self.min_masks = int(o["min_masks"])
         self.module = UnitPredictionModel(m)
         self.codebooks = None
 
@@ -84,26 +78,14 @@ class DiscreteBertObjective(Objective):
 
         self.codebooks = cluster.ensure_codebooks(self.config, data_path, workdir)
 
-    def num_frames(self, num_samples: int) -> int:
-        from ssl_jax.models.encoder import frame_lengths
-
-        return int(frame_lengths(self.encoder_config, np.asarray([num_samples]))[0])
-
     def init(self, rng: jax.Array, batch: dict) -> Any:
         """Parameters with the codebook written into the front end."""
         if self.codebooks is None:
             raise RuntimeError("DiscreteBertObjective.prepare(data_path, workdir) must load the codebook before init")
-        frames = self.num_frames(batch["audio"].shape[1])
-        mask = jnp.zeros((batch["audio"].shape[0], frames), bool)
-        k_params, k_drop = jax.random.split(rng)
-        params = self.module.init({"params": k_params, "dropout": k_drop}, batch["audio"], batch["audio_mask"], mask,
-                                  deterministic=True)["params"]
+        params = dict(super().init(rng, batch))
         values = {"mean": self.codebooks.mean, "std": self.codebooks.std, "centers": self.codebooks.centers[0]}
         front = dict(params["encoder"]["frontend"])
-        for name in FROZEN:
-            box = front[name]
-            front[name] = box.replace_boxed(jnp.asarray(values[name])) if isinstance(box, nn.meta.AxisMetadata) else jnp.asarray(values[name])
-        params = dict(params)
+        front.update(rebox({name: front[name] for name in FROZEN}, values))
         params["encoder"] = dict(params["encoder"], frontend=front)
         return params
 
@@ -123,21 +105,10 @@ class DiscreteBertObjective(Objective):
             (loss, metrics: accuracy, accuracy_unmasked, masked_fraction, masked_frames, and
             NO_GRADIENT holding the codebook; with LayerDrop also dropped_layers).
         """
-        from ssl_jax.models.encoder import frame_lengths
-
         k_mask, k_drop = jax.random.split(rng)
-        frames = self.num_frames(batch["audio"].shape[1])
-        n = frame_lengths(self.encoder_config, batch["audio_mask"].sum(-1).astype(jnp.int32))
-        if "mask_time_indices" in batch:
-            mask = jnp.asarray(batch["mask_time_indices"], bool)
-        else:
-            mask = masking.span_mask(k_mask, n, frames, mask_prob=self.mask_prob, mask_length=self.mask_length,
-                                     min_masks=self.min_masks)
+        mask = self.draw_mask(batch, k_mask)
         ids = self.unit_ids(params, batch)
-        (logits, out), sown = self.module.apply(
-            {"params": params}, batch["audio"], batch["audio_mask"], mask,
-            deterministic=not train, rngs={"dropout": k_drop}, mutable=[LAYERDROP_COLLECTION],
-        )
+        (logits, out), sown = self.apply(params, batch, mask, k_drop, train)
         masked = (mask & out.frame_mask).astype(jnp.float32)
         unmasked = (~mask & out.frame_mask).astype(jnp.float32)
         ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, ids[..., None], -1)[..., 0]

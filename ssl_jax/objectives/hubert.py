@@ -21,11 +21,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ssl_jax import kmeans
-from ssl_jax.models.transformer import LAYERDROP_COLLECTION
-from ssl_jax.objectives import Objective, layerdrop_metrics, masking, register, targets
+from ssl_jax.objectives import layerdrop_metrics, register, targets
+from ssl_jax.objectives.masked import MaskedObjective, rebox
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ def _get(cfg: Any, key: str, default: Any = None) -> Any:
 
 
 @register("hubert")
-class HubertObjective(Objective):
+class HubertObjective(MaskedObjective):
     """HuBERT from the full config (`model.*`, `objective.*`, `objective.targets.*`).
 
     Params: `{"encoder", "final_proj", "label_embeddings_<i>"}`. State: `{"mean", "std",
@@ -104,14 +103,8 @@ class HubertObjective(Objective):
     SUMMARY = {"accuracy": "masked-prediction accuracy", "accuracy_unmasked": "unmasked accuracy"}
 
     def __init__(self, config: Any):
-        from ssl_jax.models.encoder import EncoderConfig
-
-        self.config = config
-        self.encoder_config = EncoderConfig.from_config(config["model"])
+        super().__init__(config)
         o = config["objective"]
-        self.mask_prob = float(o["mask_prob"])
-        self.mask_length = int(o["mask_length"])
-        self.min_masks = int(o["min_masks"])
         self.temperature = float(o["logit_temperature"])
         self.unmasked_weight = float(o["unmasked_weight"])
         self.feature_penalty_weight = float(o["feature_penalty_weight"])
@@ -162,20 +155,6 @@ class HubertObjective(Objective):
 
     # -- the Objective interface
 
-    def num_frames(self, num_samples: int) -> int:
-        from ssl_jax.models.encoder import frame_lengths
-
-        return int(frame_lengths(self.encoder_config, np.asarray([num_samples]))[0])
-
-    def init(self, rng: jax.Array, batch: dict) -> Any:
-        frames = self.num_frames(batch["audio"].shape[1])
-        mask = jnp.zeros((batch["audio"].shape[0], frames), bool)
-        k_params, k_drop = jax.random.split(rng)
-        variables = self.module.init(
-            {"params": k_params, "dropout": k_drop}, batch["audio"], batch["audio_mask"], mask, deterministic=True
-        )
-        return variables["params"]
-
     def init_state(self, rng: jax.Array, batch: dict) -> Any:
         if self.codebooks is None:
             raise RuntimeError("HubertObjective.prepare(data_path, workdir) must load the codebooks before init_state")
@@ -189,18 +168,8 @@ class HubertObjective(Objective):
             boxed = jax.eval_shape(
                 lambda: SpeechEncoder(cfg).init(jax.random.key(0), batch["audio"], batch["audio_mask"])["params"]
             )
-            state["teacher"] = jax.tree.map(
-                lambda box, value: box.replace_boxed(jnp.asarray(value)) if isinstance(box, nn.meta.AxisMetadata) else jnp.asarray(value),
-                boxed,
-                params,
-                is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata),
-            )
+            state["teacher"] = rebox(boxed, params)
         return state
-
-    def frame_lengths(self, batch) -> jax.Array:
-        from ssl_jax.models.encoder import frame_lengths
-
-        return frame_lengths(self.encoder_config, batch["audio_mask"].sum(-1).astype(jnp.int32))
 
     def loss(self, params: Any, batch: dict, rng: jax.Array, step, train: bool = True, state: Any = None):
         """Cross-entropy on masked frames (+ unmasked weight x on unmasked) + feature penalty.
@@ -211,19 +180,9 @@ class HubertObjective(Objective):
             masked_fraction, masked_frames; with LayerDrop also dropped_layers and NO_GRADIENT).
         """
         k_mask, k_drop = jax.random.split(rng)
-        frames = self.num_frames(batch["audio"].shape[1])
-        if "mask_time_indices" in batch:
-            mask = jnp.asarray(batch["mask_time_indices"], bool)
-        else:
-            mask = masking.span_mask(
-                k_mask, self.frame_lengths(batch), frames,
-                mask_prob=self.mask_prob, mask_length=self.mask_length, min_masks=self.min_masks,
-            )
+        mask = self.draw_mask(batch, k_mask)
         ids = self.target_ids(state, batch)
-        (projs, embeddings, out), sown = self.module.apply(
-            {"params": params}, batch["audio"], batch["audio_mask"], mask,
-            deterministic=not train, rngs={"dropout": k_drop}, mutable=[LAYERDROP_COLLECTION],
-        )
+        (projs, embeddings, out), sown = self.apply(params, batch, mask, k_drop, train)
         valid = out.frame_mask
         masked = (mask & valid).astype(jnp.float32)
         unmasked = (~mask & valid).astype(jnp.float32)

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.models.transformer import LAYERDROP_COLLECTION
-from ssl_jax.objectives import Objective, layerdrop_metrics, masking, register
+from ssl_jax.objectives import layerdrop_metrics, masking, register
+from ssl_jax.objectives.masked import MaskedObjective
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -126,7 +127,7 @@ def contrastive_logits(context, targets, neg_idx, *, kappa: float, cross_idx=Non
 
 
 @register("wav2vec2")
-class Wav2Vec2Objective(Objective):
+class Wav2Vec2Objective(MaskedObjective):
     """The wav2vec 2.0 objective built from the full config (`model.*`, `objective.*`).
 
     Params: `{"encoder": ..., "quantizer": ..., "project_q": ..., "project_hid": ...}`.
@@ -138,14 +139,8 @@ class Wav2Vec2Objective(Objective):
     SUMMARY = {"accuracy": "contrastive accuracy", "perplexity": "codebook perplexity"}
 
     def __init__(self, config: Any):
-        from ssl_jax.models.encoder import EncoderConfig
-
-        self.config = config
-        self.encoder_config = EncoderConfig.from_config(config["model"])
+        super().__init__(config)
         o = config["objective"]
-        self.mask_prob = float(o["mask_prob"])
-        self.mask_length = int(o["mask_length"])
-        self.min_masks = int(o["min_masks"])
         self.num_negatives = int(o["num_negatives"])
         self.cross_sample_negatives = int(_get(o, "cross_sample_negatives", 0))
         self.kappa = float(o["temperature"])
@@ -160,19 +155,9 @@ class Wav2Vec2Objective(Objective):
         start, floor, decay = self.gumbel
         return jnp.maximum(start * jnp.power(decay, jnp.asarray(step, jnp.float32)), floor)
 
-    def frame_lengths(self, batch) -> jax.Array:
-        from ssl_jax.models.encoder import frame_lengths
-
-        lengths = batch["audio_mask"].sum(-1).astype(jnp.int32)
-        return frame_lengths(self.encoder_config, lengths)
-
-    def num_frames(self, num_samples: int) -> int:
-        from ssl_jax.models.encoder import frame_lengths
-
-        return int(frame_lengths(self.encoder_config, np.asarray([num_samples]))[0])
-
     def init(self, rng: jax.Array, batch: dict) -> Any:
-        """Parameters (boxed with logical axis names) for a batch of this shape."""
+        """Parameters (boxed with logical axis names) for a batch of this shape (the module
+        also takes the Gumbel temperature and key, so this is not `MaskedObjective.init`)."""
         k_params, k_mask, k_gumbel, k_drop = jax.random.split(rng, 4)
         frames = self.num_frames(batch["audio"].shape[1])
         mask = jnp.zeros((batch["audio"].shape[0], frames), bool)
@@ -189,18 +174,7 @@ class Wav2Vec2Objective(Objective):
     def masks_and_negatives(self, batch: dict, rng: jax.Array):
         """(mask bool[batch, frames], neg_idx int[batch, frames, K], cross_idx or None) for `batch`."""
         k_mask, k_neg, k_cross = jax.random.split(rng, 3)
-        frames = self.num_frames(batch["audio"].shape[1])
-        if "mask_time_indices" in batch:
-            mask = jnp.asarray(batch["mask_time_indices"], bool)
-        else:
-            mask = masking.span_mask(
-                k_mask,
-                self.frame_lengths(batch),
-                frames,
-                mask_prob=self.mask_prob,
-                mask_length=self.mask_length,
-                min_masks=self.min_masks,
-            )
+        mask = self.draw_mask(batch, k_mask)
         if "negative_indices" in batch:
             neg_idx = jnp.asarray(batch["negative_indices"], jnp.int32)
         else:
