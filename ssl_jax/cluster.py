@@ -142,10 +142,9 @@ def fit_codebooks(config: Any, data_path: str, mesh: jax.sharding.Mesh | None = 
     teacher = load_teacher(config) if t["source"] == "layer" else None
     fn = feature_fn(config, teacher)
     t0 = time.time()
-    stream = _points(config, data_path, fn)
     devices = mesh.devices.size if mesh is not None else 1
     per_step = max(devices, int(s["points_per_step"]) // devices * devices)
-    seed_pts = next(_chunks(stream, int(s["seed_points"])))
+    seed_pts = next(_chunks(_points(config, data_path, fn), int(s["seed_points"])))
     mean = seed_pts.mean(0)
     std = np.maximum(seed_pts.std(0), 1e-5)
     z_seed = ((seed_pts - mean) / std).astype(np.float32)
@@ -156,25 +155,26 @@ def fit_codebooks(config: Any, data_path: str, mesh: jax.sharding.Mesh | None = 
         sharding = sharding_lib.batch_sharding(mesh, 1)
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(sharding.spec[0], None))
         replicated = sharding_lib.replicated(mesh)
-    batches = (((c - mean) / std).astype(np.float32) for c in _chunks(stream, per_step))
     weights = np.ones((per_step,), np.float32)
-    centers, counts, histories = [], [], []
+
+    def batches():
+        """Standardised mini-batches of a fresh pass over the training stream, after the frames
+        the seeding sample took (streamed: nothing is held in memory but the current batch)."""
+        points = _points(config, data_path, fn)
+        next(_chunks(points, int(s["seed_points"])))
+        for c in _chunks(points, per_step):
+            yield ((c - mean) / std).astype(np.float32), weights
+
     if len(set(int(k) for k in t["num_clusters"])) != len(t["num_clusters"]):
         raise ValueError(f"objective.targets.num_clusters has repeated sizes: {t['num_clusters']}")
-    # One pass over the stream feeds every target set's fit (each step reads the same batch).
-    cached = []
-    for _ in range(int(s["steps"])):
-        b = next(batches, None)
-        if b is None:
-            break
-        cached.append(b)
-    for j, k in enumerate(int(k) for k in t["num_clusters"]):
+    centers, counts, histories = [], [], []
+    for j, k in enumerate(int(k) for k in t["num_clusters"]):  # one pass per target set
         res = kmeans.fit(
-            ((b, weights) for b in cached),
+            batches(),
             k,
             seed=int(s["seed"]) + j,
             init_points=z_seed,
-            max_steps=len(cached),
+            max_steps=int(s["steps"]),
             reassignment_ratio=float(s["reassignment_ratio"]),
             sharding=sharding,
             replicated=replicated,
@@ -194,7 +194,7 @@ def fit_codebooks(config: Any, data_path: str, mesh: jax.sharding.Mesh | None = 
         "normalize": t.get("normalize", "none"),
         "kmeans": {k: (float(v) if isinstance(v, float) else int(v)) for k, v in s.items()},
         "data": os.path.abspath(data_path),
-        "points_fitted": len(cached) * per_step,
+        "points_fitted": len(histories[0]) * per_step,
         "seed_inertia_per_point": inertia,
         "final_batch_inertia": [h[-1] if h else None for h in histories],
         "fit_seconds": time.time() - t0,
