@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import meta
 
-from ssl_jax.models.encoder import EncoderConfig, SpeechEncoder, frame_lengths
+from ssl_jax.models.encoder import EncoderConfig, config_from, encoder_module, frame_lengths
 
 SAMPLE_RATE = 16_000
 
@@ -263,14 +263,14 @@ class Upstream(LadderedUpstream):
     def __init__(self, params: Mapping[str, Any], config: EncoderConfig | Mapping[str, Any], *, normalize: bool = False,
                  name: str = "upstream", **ladder: Any):
         """`ladder`: `min_samples`, `ratio`, `max_batch` of `LadderedUpstream` (rungs are multiples of the downsampling)."""
-        self.config = config if isinstance(config, EncoderConfig) else EncoderConfig.from_config(config)
+        self.config = config_from(config)
         self.normalize = bool(normalize)
         self.name = name
         self.num_layers = self.config.num_layers
         self.num_hidden_states = self.num_layers + 1
         self.dim = self.config.hidden_size
         self.frame_rate = SAMPLE_RATE / self.config.downsampling
-        self._model = SpeechEncoder(self.config)
+        self._model = encoder_module(self.config)
         super().__init__(jax.tree.map(jnp.asarray, meta.unbox(params)), multiple=self.config.downsampling, **ladder)
 
     @property

@@ -64,8 +64,11 @@ class EncoderConfig:
     proj_codevector_dim: int = 256
     dtype: str = "float32"
     remat: bool = False
+    architecture: str = "transformer"  # other encoders: ARCHITECTURES below
 
     def __post_init__(self):
+        if self.architecture != "transformer":
+            raise ValueError(f"EncoderConfig is the 'transformer' architecture, got {self.architecture!r}")
         for name in ("conv_dim", "conv_kernel", "conv_stride"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if not len(self.conv_dim) == len(self.conv_kernel) == len(self.conv_stride):
@@ -106,8 +109,10 @@ class EncoderConfig:
         return int(np.prod(self.conv_stride))
 
 
-def frame_lengths(config: EncoderConfig, sample_lengths):
+def frame_lengths(config: Any, sample_lengths):
     """Valid frames for `sample_lengths` (numpy or jax int array, any shape)."""
+    if not isinstance(config, EncoderConfig):
+        return config.frame_lengths(sample_lengths)
     if config.frontend == "logmel":
         return logmel_frame_lengths(sample_lengths, config.logmel_window, config.logmel_hop, config.logmel_stack)
     return conv_output_lengths(sample_lengths, config.conv_kernel, config.conv_stride)
@@ -125,6 +130,8 @@ class EncoderOutput(flax.struct.PyTreeNode):
       feature_penalty: scalar, mean square of the conv features over valid frames.
       last_hidden_state: [batch, frames, dim], the encoder output (after the final LayerNorm in
         the pre-LN variant; equal to hidden_states[-1] otherwise).
+      pooled: [batch, pooled_dim], the clip-level output of an encoder trained for one (BYOL-A,
+        M2D, ATST-Clip); None for frame-level encoders.
     """
 
     hidden_states: tuple[jax.Array, ...]
@@ -132,6 +139,7 @@ class EncoderOutput(flax.struct.PyTreeNode):
     features: jax.Array
     feature_penalty: jax.Array
     last_hidden_state: jax.Array
+    pooled: jax.Array | None = None
 
 
 @jax.custom_vjp
@@ -239,3 +247,39 @@ class SpeechEncoder(nn.Module):
             feature_penalty=penalty,
             last_hidden_state=last,
         )
+
+
+# Encoders other than `SpeechEncoder`: `model.architecture` -> the module that defines them. Such
+# a module holds `Config` (a frozen dataclass with `from_config`, `to_dict`, `num_layers`,
+# `hidden_size`, `downsampling` and `frame_lengths(samples)`) and `Encoder` (a Flax module
+# called like `SpeechEncoder` and returning an `EncoderOutput`).
+ARCHITECTURES: dict[str, str] = {
+    "transformer": __name__,
+    "audio_cnn": "ssl_jax.models.audio_cnn",  # BYOL-A's convolutional encoders
+    "patches": "ssl_jax.models.patch_encoder",  # ViT over log-mel patches (M2D)
+}
+
+
+def _architecture_module(cfg: Any) -> Any:
+    import importlib
+
+    name = cfg.get("architecture", "transformer") if hasattr(cfg, "get") else getattr(cfg, "architecture", "transformer")
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model.architecture {name!r}; known: {sorted(ARCHITECTURES)}")
+    return None if name == "transformer" else importlib.import_module(ARCHITECTURES[name])
+
+
+def config_from(cfg: Any) -> Any:
+    """The encoder config a `model` section describes: `EncoderConfig` for the Transformer
+    encoder, else the `Config` of the architecture `model.architecture` names."""
+    if isinstance(cfg, EncoderConfig) or dataclasses.is_dataclass(cfg):
+        return cfg
+    module = _architecture_module(cfg)
+    return EncoderConfig.from_config(cfg) if module is None else module.Config.from_config(cfg)
+
+
+def encoder_module(config: Any, name: str | None = None) -> nn.Module:
+    """The Flax encoder for an encoder config (`SpeechEncoder` or the architecture's `Encoder`)."""
+    if isinstance(config, EncoderConfig):
+        return SpeechEncoder(config, name=name)
+    return _architecture_module(config).Encoder(config, name=name)

@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 _REGISTRY: dict[str, type] = {}
 
+STATE_INPUT = "state_input"  # metrics key: batch-major arrays the loss hands to `update_state`
+
 
 class Objective:
     """What the trainer calls; an objective overrides `init` and `loss`, and the rest as needed.
@@ -22,6 +24,7 @@ class Objective:
     """
 
     SUMMARY: dict[str, str] = {}
+    floors: dict[str, float] = {}  # metric -> minimum; the trainer warns when a logged value falls under it
 
     def prepare(self, data_path: str, workdir: str) -> None:
         """Host-side work before `init_state` (loading or fitting k-means codebooks); runs once
@@ -39,14 +42,24 @@ class Objective:
         del rng, batch
         return {}
 
+    def start_state(self, state: Any, params: Any) -> Any:
+        """The non-gradient state for a run starting from `params` (fresh or warm-started),
+        inside a jitted call; an EMA teacher copies the student here."""
+        del params
+        return state
+
     def loss(self, params: Any, batch: dict, rng: Any, step: Any, train: bool, state: Any) -> tuple[Any, dict]:
         """(loss scalar, metrics); metrics hold `masked_frames`, the weight of this batch in
-        eval means, and may hold `optimizer.NO_GRADIENT`."""
+        eval means, and may hold `optimizer.NO_GRADIENT` and `STATE_INPUT`."""
         raise NotImplementedError
 
-    def update_state(self, state: Any, params: Any, step: Any) -> Any:
-        """The non-gradient state after an update to `params` (inside the jitted step)."""
-        del params, step
+    def update_state(self, state: Any, params: Any, step: Any, inputs: Any = None) -> Any:
+        """The non-gradient state after an update to `params` (inside the jitted step).
+
+        `inputs`: what the loss returned under `STATE_INPUT` (leaves with a leading batch
+        axis; with gradient accumulation the micro-batches' are concatenated), else None.
+        """
+        del params, step, inputs
         return state
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from ssl_jax import objectives
+from ssl_jax.objectives import STATE_INPUT
 from ssl_jax.parallel import mesh as mesh_lib
 from ssl_jax.parallel import sharding as sharding_lib
 from ssl_jax.training import abx_probe
@@ -97,6 +98,15 @@ def eval_batches(config: Any, path: str) -> list[dict]:
 # ----------------------------------------------------------------------------- steps
 
 
+def _warn_collapse(floors: dict[str, float], metrics: dict, step: int) -> None:
+    """Logs a warning for every monitored metric (e.g. the spread of EMA targets) under its floor."""
+    low = {k: float(metrics[k]) for k, floor in floors.items() if k in metrics and float(metrics[k]) < floor}
+    if low:
+        log.warning(
+            "step %d: possible collapse: %s", step, ", ".join(f"{k} {v:.3g} < {floors[k]:.3g}" for k, v in low.items())
+        )
+
+
 def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: Callable, grad_accum: int) -> Callable:
     """`train_step(state, batch, rng) -> (state, metrics)`; a non-finite loss or gradient skips the update.
 
@@ -116,28 +126,32 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
         )
         metrics = dict(metrics)
         no_gradient = metrics.pop(NO_GRADIENT, None)
-        return (loss, metrics, grads), no_gradient
+        inputs = metrics.pop(STATE_INPUT, None)
+        return (loss, metrics, grads), (no_gradient, inputs)
 
     def train_step(state: state_lib.TrainState, batch: dict, rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
         if grad_accum == 1:
-            (loss, metrics, grads), no_gradient = loss_and_grad(state.params, state.objective_state, batch, rng, state.step)
+            (loss, metrics, grads), (no_gradient, inputs) = loss_and_grad(
+                state.params, state.objective_state, batch, rng, state.step
+            )
         else:
             micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
 
             def body(carry, xs):
                 i, mb = xs
                 summed, no_grad = carry
-                out, ng = loss_and_grad(state.params, state.objective_state, mb, jax.random.fold_in(rng, i), state.step)
-                return (jax.tree.map(jnp.add, summed, out), jax.tree.map(jnp.logical_and, no_grad, ng)), None
+                out, (ng, inp) = loss_and_grad(state.params, state.objective_state, mb, jax.random.fold_in(rng, i), state.step)
+                return (jax.tree.map(jnp.add, summed, out), jax.tree.map(jnp.logical_and, no_grad, ng)), inp
 
             shapes = jax.eval_shape(
                 loss_and_grad, state.params, state.objective_state, jax.tree.map(lambda x: x[0], micro), rng, state.step
             )
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
-            all_true = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes[1])
-            (total, no_gradient), _ = jax.lax.scan(body, (zeros, all_true), (jnp.arange(grad_accum), micro))
+            all_true = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes[1][0])
+            (total, no_gradient), stacked = jax.lax.scan(body, (zeros, all_true), (jnp.arange(grad_accum), micro))
             loss, metrics, grads = jax.tree.map(lambda x: x / grad_accum, total)
+            inputs = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stacked)  # micro-batches in batch order
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
@@ -153,7 +167,7 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
             params=params,
             opt_state=keep(opt_state, state.opt_state),
             skipped=state.skipped + (~finite).astype(jnp.int32),
-            objective_state=objective.update_state(state.objective_state, params, state.step),
+            objective_state=objective.update_state(state.objective_state, params, state.step, inputs),
         )
         metrics = dict(metrics)
         metrics.update(
@@ -175,7 +189,7 @@ def make_eval_step(objective: Any) -> Callable:
     def eval_step(variables, batch, rng):
         params, objective_state = variables
         loss, metrics = objective.loss(params, batch, rng, 10**9, False, objective_state)
-        metrics = {k: v for k, v in metrics.items() if k != NO_GRADIENT}
+        metrics = {k: v for k, v in metrics.items() if k not in (NO_GRADIENT, STATE_INPUT)}
         return dict(metrics, loss=loss)
 
     return eval_step
@@ -326,6 +340,9 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         state = jax.jit(lambda k: nn.unbox(init_boxed(k)), out_shardings=state_shardings)(init_rng)
         if config.train.get("init_from"):
             state = warm_start(state, config.train.init_from, tx, state_shardings)
+        state = state.replace(objective_state=jax.jit(
+            objective.start_state, out_shardings=state_shardings.objective_state
+        )(state.objective_state, state.params))
 
     # Compiled steps.
     replicated = sharding_lib.replicated(mesh)
@@ -393,6 +410,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
                 audio_total += audio_since_log
                 last_log_time, last_log_step, audio_since_log = now, step, 0.0
                 last_metrics = logger.log(step, metrics)
+                _warn_collapse(objective.floors, metrics, step)
                 if bar is not None:
                     shown = {k: f"{metrics[k]:.3g}" for k in list(objective.SUMMARY)[:1] if k in metrics}
                     bar.set_postfix(loss=f"{metrics['loss']:.3f}", **shown)

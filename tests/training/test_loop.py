@@ -5,10 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from ml_collections import config_dict
 
 from ssl_jax import objectives
-from ssl_jax.objectives import Objective
+from ssl_jax.objectives import STATE_INPUT, Objective
 from ssl_jax.parallel import mesh as mesh_lib
 from ssl_jax.parallel import sharding as sharding_lib
 from ssl_jax.training import loop
@@ -130,30 +131,34 @@ class _Teacher(Objective):
     """Pulls `w` towards a non-gradient EMA copy of itself that the step updates."""
 
     def init_state(self, rng, batch):
-        return {"ema": jnp.zeros((3,))}
+        return {"ema": jnp.zeros((3,)), "seen": jnp.zeros((2, 3))}
 
     def loss(self, params, batch, rng, step, train=True, state=None):
         loss = jnp.sum((params["w"] - state["ema"] - batch["x"].mean(0)) ** 2)
-        return loss, {"masked_frames": jnp.ones(())}
+        return loss, {"masked_frames": jnp.ones(()), STATE_INPUT: batch["x"]}
 
-    def update_state(self, state, params, step):
-        return {"ema": 0.5 * state["ema"] + 0.5 * params["w"]}
+    def update_state(self, state, params, step, inputs=None):
+        return {"ema": 0.5 * state["ema"] + 0.5 * params["w"], "seen": inputs}
 
 
-def test_objective_state_goes_into_the_loss_and_is_updated_inside_the_step():
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_objective_state_goes_into_the_loss_and_is_updated_inside_the_step(grad_accum):
     optim = {"lr": 0.1, "warmup_fraction": 0.0, "schedule": "constant", "b1": 0.0, "b2": 0.98, "eps": 1e-6,
              "weight_decay": 0.0, "clip_norm": 0.0}
     tx, schedule = make_optimizer(optim, 10)
     obj = _Teacher()
-    batch = {"x": jnp.ones((2, 3))}
+    batch = {"x": jnp.asarray([[0.5, 0.5, 0.5], [1.5, 1.5, 1.5]])}
     state = TrainState.create({"w": jnp.zeros((3,))}, tx, obj.init_state(None, batch))
-    step = jax.jit(loop.make_train_step(obj, tx, schedule, 1))
+    step = jax.jit(loop.make_train_step(obj, tx, schedule, grad_accum))
     ema = np.zeros(3)
     for _ in range(3):
         before = np.asarray(state.params["w"])
         grad = 2 * (before - ema - 1.0)
-        state, _ = step(state, batch, jax.random.key(0))
+        state, metrics = step(state, batch, jax.random.key(0))
         assert not np.allclose(np.asarray(state.params["w"]), before)
         assert np.all(np.sign(np.asarray(state.params["w"]) - before) == -np.sign(grad))  # gradient saw the state
         ema = 0.5 * ema + 0.5 * np.asarray(state.params["w"])
         np.testing.assert_allclose(np.asarray(state.objective_state["ema"]), ema, rtol=1e-6)
+        # What the loss handed over reaches update_state whole and in batch order, not the metrics.
+        np.testing.assert_array_equal(np.asarray(state.objective_state["seen"]), np.asarray(batch["x"]))
+        assert STATE_INPUT not in metrics
