@@ -175,6 +175,7 @@ class SpeechEncoder(nn.Module):
         *,
         mask_time_indices: jax.Array | None = None,
         deterministic: bool = True,
+        keep: jax.Array | None = None,
     ) -> EncoderOutput:
         """Encodes a padded batch.
 
@@ -183,6 +184,10 @@ class SpeechEncoder(nn.Module):
           audio_mask: bool[batch, samples], True = real sample (a prefix of each row).
           mask_time_indices: optional bool[batch, frames]; True frames get the mask embedding.
           deterministic: disables dropout and LayerDrop when True (dropout uses the `dropout` RNG).
+          keep: optional int32[batch, kept]: the Transformer runs on these frames only, and only
+            those of them that `mask_time_indices` leaves unmasked are seen: the masked frames
+            are removed, not replaced by the mask embedding (data2vec 2.0's student). The
+            hidden states and `frame_mask` are then [batch, kept, ...]; `features` stay whole.
         Returns:
           `EncoderOutput`.
         """
@@ -235,14 +240,18 @@ class SpeechEncoder(nn.Module):
         mask_emb = self.param(
             "mask_embedding", nn.with_logical_partitioning(nn.initializers.uniform(1.0), ("embed",)), (cfg.hidden_size,)
         )
-        if mask_time_indices is not None:
-            if mask_time_indices.shape != frame_mask.shape:
-                raise ValueError(f"mask_time_indices has shape {mask_time_indices.shape}, expected {frame_mask.shape}")
+        if mask_time_indices is not None and mask_time_indices.shape != frame_mask.shape:
+            raise ValueError(f"mask_time_indices has shape {mask_time_indices.shape}, expected {frame_mask.shape}")
+        seen = frame_mask
+        if keep is not None:
+            if mask_time_indices is not None:
+                seen = frame_mask & ~mask_time_indices
+        elif mask_time_indices is not None:
             x = jnp.where(mask_time_indices[..., None], mask_emb.astype(x.dtype), x)
-        hidden_states, last = TransformerEncoder(cfg, name="encoder")(x, frame_mask, deterministic)
+        hidden_states, last = TransformerEncoder(cfg, name="encoder")(x, seen, deterministic, keep)
         return EncoderOutput(
             hidden_states=hidden_states,
-            frame_mask=frame_mask,
+            frame_mask=seen if keep is None else jnp.take_along_axis(seen, keep, axis=1),
             features=features,
             feature_penalty=penalty,
             last_hidden_state=last,

@@ -25,6 +25,11 @@ ACTIVATION_AXES = ("batch", "frames", "embed")
 # `intermediates/.../layers_kept`, bool[num_layers], sown only when LayerDrop is active.
 LAYERDROP_COLLECTION = "intermediates"
 LAYERS_KEPT = "layers_kept"
+# Where a forward pass applied with `mutable=[FFN_COLLECTION]` records every block's feed-forward
+# output before its residual connection (`ffn_outputs/.../layers_<i>/ffn_output`), the targets
+# of data2vec (Baevski et al., 2022, Sec. 3.3).
+FFN_COLLECTION = "ffn_outputs"
+FFN_OUTPUT = "ffn_output"
 
 
 def _dense(features: int, axes: tuple[str | None, str | None], dtype, name: str) -> nn.Dense:
@@ -142,11 +147,17 @@ class EncoderLayer(nn.Module):
         if self.layer_norm_first:
             h = attention(ln(x), mask, position_bias, deterministic)
             x = x + drop(h, deterministic=deterministic)
-            x = x + feed_forward(final_ln(x), deterministic)
+            f = feed_forward(final_ln(x), deterministic)
+            if not self.is_initializing():
+                self.sow(FFN_COLLECTION, FFN_OUTPUT, f)
+            x = x + f
         else:
             h = attention(x, mask, position_bias, deterministic)
             x = ln(x + drop(h, deterministic=deterministic))
-            x = final_ln(x + feed_forward(x, deterministic))
+            f = feed_forward(x, deterministic)
+            if not self.is_initializing():
+                self.sow(FFN_COLLECTION, FFN_OUTPUT, f)
+            x = final_ln(x + f)
         return nn.with_logical_constraint(x, ACTIVATION_AXES)
 
 
@@ -160,15 +171,22 @@ class TransformerEncoder(nn.Module):
     config: Any
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool = True) -> tuple[tuple[jax.Array, ...], jax.Array]:
+    def __call__(
+        self, x: jax.Array, mask: jax.Array, deterministic: bool = True, keep: jax.Array | None = None
+    ) -> tuple[tuple[jax.Array, ...], jax.Array]:
         """Runs the encoder.
 
         Args:
           x: [batch, frames, dim] projected features.
           mask: bool[batch, frames], True = real frame.
           deterministic: disables dropout and LayerDrop when True.
+          keep: optional int32[batch, kept] frame indices (data2vec 2.0's student): the blocks run
+            on those frames only, after the positional embedding of the full sequence; frames
+            that `mask` marks False (padding and, for the student, masked frames) are zero
+            there, so nothing of them reaches the output.
         Returns:
-          hidden_states: tuple of num_layers + 1 arrays [batch, frames, dim]: the input of the first
+          hidden_states: tuple of num_layers + 1 arrays [batch, frames, dim] ([batch, kept, dim]
+            with `keep`): the input of the first
             layer, then each layer's output (transformers' `output_hidden_states` order); a
             dropped layer's output is its input.
           last_hidden_state: [batch, frames, dim]: the last layer's output, after the final
@@ -190,6 +208,11 @@ class TransformerEncoder(nn.Module):
                 cfg.num_pos_conv_layers, dtype, name="pos_conv",
             )
         x = x + pos(x, mask)
+        if keep is not None:
+            if cfg.relative_position_buckets > 0:
+                raise ValueError("running on kept frames only needs absolute positions (no relative position bias)")
+            x = jnp.take_along_axis(x, keep[..., None], axis=1)
+            mask = jnp.take_along_axis(mask, keep, axis=1)
         final_ln = layer_norm(dtype, "layer_norm")
         if not cfg.layer_norm_first:
             x = final_ln(x)

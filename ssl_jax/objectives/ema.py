@@ -100,7 +100,7 @@ def normalize(x: jax.Array, frame_mask: jax.Array, how: str) -> jax.Array:
 
 
 def layer_targets(
-    hidden_states: tuple[jax.Array, ...] | list[jax.Array],
+    layers: tuple[jax.Array, ...] | list[jax.Array],
     frame_mask: jax.Array,
     top_k: int,
     layer_norm_each: str = "instance",
@@ -109,11 +109,12 @@ def layer_targets(
     """data2vec's targets: the mean of the last `top_k` layer outputs, each normalised by
     `layer_norm_each`, then the mean normalised by `final_norm`.
 
-    hidden_states: the teacher's layers, each [batch, frames, dim] (index 0, the Transformer
-    input, is never among the top K); frame_mask: bool[batch, frames].
+    layers: the teacher's blocks' outputs, first to last, each [batch, frames, dim] (block
+    outputs, `hidden_states[1:]`, or data2vec's feed-forward outputs); frame_mask:
+    bool[batch, frames].
     Returns: float32 [batch, frames, dim], held constant (no gradient).
     """
-    layers = list(hidden_states)[1:]
+    layers = list(layers)
     if not 1 <= top_k <= len(layers):
         raise ValueError(f"objective.top_k must be in [1, {len(layers)}] (the teacher's layers), got {top_k}")
     y = sum(normalize(h, frame_mask, layer_norm_each) for h in layers[-top_k:]) / top_k

@@ -8,6 +8,8 @@ never masked. Everything is jax.random, so a step key fixes the mask inside a ji
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -105,3 +107,51 @@ def sample_cross_negatives(key: jax.Array, mask: jax.Array, num_negatives: int) 
     r = jnp.where(r >= own_rank[..., None], r + 1, r)
     r = jnp.minimum(r, batch * frames - 1)
     return order[r]
+
+
+def num_kept(num_frames: int, mask_prob: float) -> int:
+    """Frames an `inverse_block_mask` of `num_frames` padded frames keeps per row (static)."""
+    return max(1, math.ceil((1.0 - mask_prob) * num_frames))
+
+
+def inverse_block_mask(
+    key: jax.Array, frame_lengths: jax.Array, num_frames: int, *, mask_prob: float, block: int
+) -> tuple[jax.Array, jax.Array]:
+    """Inverse block masking (data2vec 2.0, Baevski et al., 2023, Sec. 3): blocks of visible
+    frames are kept and everything else is masked.
+
+    Each valid frame scores the largest of `block` uniform draws centred on it, and the
+    round((1 - mask_prob) * L) best-scoring frames of an utterance of L valid frames stay
+    visible: the visible frames gather in runs of about `block` around the highest draws, and
+    every utterance of a batch keeps the same fraction.
+
+    Args:
+        key: PRNG key.
+        frame_lengths: int[batch] valid frames.
+        num_frames: padded frames T.
+        mask_prob: fraction of valid frames masked.
+        block: width of the visible blocks, in frames.
+    Returns:
+        (mask bool[batch, T], True = masked valid frame;
+         keep int32[batch, num_kept(T, mask_prob)]: frame indices in time order holding every
+         visible frame first by score; the extra ones, beyond an utterance's visible count,
+         are masked or padding frames, which `mask` and the padding mask exclude).
+    """
+    if not 0.0 < mask_prob < 1.0:
+        raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
+    lengths = jnp.asarray(frame_lengths, jnp.int32)
+    t = jnp.arange(num_frames)
+    valid = t[None, :] < lengths[:, None]
+    noise = jax.random.uniform(key, (lengths.shape[0], num_frames))
+    if block > 1:
+        left = (block - 1) // 2
+        padded = jnp.pad(noise, ((0, 0), (left, block - 1 - left)), constant_values=-1.0)
+        noise = jax.lax.reduce_window(padded, -jnp.inf, jax.lax.max, (1, block), (1, 1), "VALID")
+    noise = noise + 1e-6 * jax.random.uniform(jax.random.fold_in(key, 1), noise.shape)  # break ties
+    score = jnp.where(valid, noise, -1.0)
+    order = jnp.argsort(-score, axis=-1)
+    rank = jnp.argsort(order, axis=-1)
+    visible_count = jnp.round((1.0 - mask_prob) * lengths).astype(jnp.int32)
+    visible = (rank < visible_count[:, None]) & valid
+    keep = jnp.sort(order[:, : num_kept(num_frames, mask_prob)], axis=-1).astype(jnp.int32)
+    return valid & ~visible, keep

@@ -15,9 +15,9 @@ from ssl_jax.training.optimizer import NO_GRADIENT
 
 def start(obj: Any, batch: dict, seed: int = 0) -> tuple[Any, Any]:
     """(params, state) unboxed, with the state started from the params as a fresh run is."""
-    params = nn.unbox(obj.init(jax.random.key(seed), batch))
-    state = nn.unbox(obj.init_state(jax.random.key(seed + 1), batch))
-    return params, obj.start_state(state, params)
+    params = jax.jit(lambda k, b: nn.unbox(obj.init(k, b)))(jax.random.key(seed), batch)
+    state = jax.jit(lambda k, b: nn.unbox(obj.init_state(k, b)))(jax.random.key(seed + 1), batch)
+    return params, jax.jit(obj.start_state)(state, params)
 
 
 def train(obj: Any, batch: dict, steps: int, lr: float = 3e-3, seed: int = 0) -> tuple[Any, Any, list[dict]]:

@@ -1,0 +1,33 @@
+"""data2vec 2.0 (audio), tiny: configs/data2vec2_base.py on the network and data of
+configs/w2v2_tiny.py.
+
+  python -m ssl_jax.train --config=configs/data2vec2_tiny.py --workdir=runs/data2vec2_tiny
+
+Log-mel front end, 4 pre-LN blocks of d=128, 4 s crops, batches of 8 at peak lr 1e-3, as
+configs/data2vec_tiny.py (top 3 of 4 blocks, teacher tau 0.99 -> 0.999 over 400 updates);
+4 masked copies per teacher pass, a decoder of 2 conv blocks of width 128 (kernel 7, 8
+groups), and 400 steps: each step trains on 4 masked copies, so half the steps see as many
+masked frames as data2vec's 800.
+"""
+
+import os
+
+from ml_collections import config_dict
+
+from ssl_jax.training.config_check import load_config_module
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def get_config(arg: str | None = None) -> config_dict.ConfigDict:
+    c = load_config_module(os.path.join(_HERE, "data2vec_tiny.py")).get_config()
+    o = load_config_module(os.path.join(_HERE, "data2vec2_base.py")).objective_config()
+    o.targets = c.objective.targets
+    o.ema = c.objective.ema
+    o.num_masks = 4
+    o.decoder.update(dim=128, groups=8, layers=2)
+    c.objective = o
+    c.train.steps = 400
+    c.train.eval_every = 100
+    c.train.checkpoint_every = 100
+    return c
