@@ -73,6 +73,8 @@ class Features:
     def __init__(self, upstream, identity: str, root: str, batch_size: int, log: Callable[[str], None]):
         self.upstream, self.identity, self.root, self.log = upstream, identity, root, log
         self.batch_size = batch_size
+        self.pooling = str(getattr(upstream, "pooling", "mean"))
+        self.pooling_key = {} if self.pooling == "mean" else {"pooling": self.pooling}  # mean stores stay valid
         self._stores: dict[tuple[str, str], store.FeatureStore] = {}
         self.seconds = 0.0
 
@@ -86,10 +88,10 @@ class Features:
             digest = _tag(json.dumps([(m.get("id"), m["num_samples"]) for m in source.manifest]))
             self._stores[key] = store.open_or_build(
                 path, {"upstream": self.identity, "source": key[0], "split": split, "utterances": len(source),
-                       "manifest": digest},
+                       "manifest": digest, **self.pooling_key},
                 lambda wavs: self.upstream.embed(wavs, batch_size=self.batch_size, dtype=np.float16),
                 lambda i: source[i]["audio"], source.num_samples,
-                self.upstream.frame_rate, log=self.log)
+                self.upstream.frame_rate, log=self.log, pooling=self.pooling)
             self.seconds += time.time() - t0
         return self._stores[key]
 
@@ -222,8 +224,11 @@ def evaluate_upstream(cfg, spec: str, name: str, workdir: str, shared: str, norm
         upstream = upstreams.load(spec, normalize=normalize)
         stack = max(1, int(round(upstream.frame_rate / cfg.target_rate)))
         layer = None if cfg.single_layer < 0 else int(cfg.single_layer)
+        details["features"] = {"frame_tasks": f"frame sequence, {upstream.frame_rate:g} Hz",
+                               "utterance_tasks": f"{upstream.pooling} of each layer's frames"}
         log(f"upstream {name}: {upstream.frame_rate:g} Hz frames, heads read {stack} stacked"
-            + (f", layer {layer} only" if layer is not None else ""))
+            + (f", layer {layer} only" if layer is not None else "")
+            + f"; utterance tasks pool frames by {upstream.pooling}")
         cache_root = cfg.extract.cache_dir or os.path.join(shared, "features")
         feats = Features(upstream, identity, os.path.join(cache_root, name), cfg.extract.batch_size, log)
         writer = report.ScalarWriter(os.path.join(workdir, "tb"))

@@ -105,6 +105,19 @@ def check_waveforms(waveforms: Sequence[Any]) -> list[np.ndarray]:
     return out
 
 
+POOLINGS = ("mean", "mean+max")
+
+
+def pool_frames(h: np.ndarray, pooling: str) -> np.ndarray:
+    """[..., frames, dim] -> [..., dim]: the temporal mean, or mean plus max ("mean+max")."""
+    h = np.asarray(h, np.float32)
+    if pooling == "mean":
+        return h.mean(-2)
+    if pooling == "mean+max":
+        return h.mean(-2) + h.max(-2)
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+
+
 class LadderedUpstream:
     """Calls and `embed` on padded shapes from a `LengthLadder`; shared by every upstream.
 
@@ -120,12 +133,16 @@ class LadderedUpstream:
       dim: feature size.
       ladder: the `LengthLadder` of padded lengths.
       max_batch: calls with more rows run in chunks of this many.
+      pooling: how the model pools its frames into one vector per utterance (`POOLINGS`):
+        "mean", or "mean+max" for models trained on a clip embedding that is the temporal
+        mean plus max (BYOL-A); utterance-level probes pool every layer this way.
     """
 
     name: str
     frame_rate: float
     num_hidden_states: int
     dim: int
+    pooling: str = "mean"
 
     def __init__(self, state: Any, *, multiple: int, min_samples: int = SAMPLE_RATE, ratio: float = math.sqrt(2.0),
                  max_batch: int = 64):
@@ -271,6 +288,7 @@ class Upstream(LadderedUpstream):
         self.dim = self.config.hidden_size
         self.frame_rate = SAMPLE_RATE / self.config.downsampling
         self._model = encoder_module(self.config)
+        self.pooling = str(getattr(self.config, "pooling", "mean"))
         super().__init__(jax.tree.map(jnp.asarray, meta.unbox(params)), multiple=self.config.downsampling, **ladder)
 
     @property

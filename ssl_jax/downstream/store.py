@@ -33,7 +33,8 @@ class FeatureStore:
     Attributes:
         num_layers, dim: per-utterance arrays are [num_layers, frames, dim].
         lengths: int64 [utterances] frames per utterance.
-        pooled: float32 [utterances, num_layers, dim] mean over each utterance's frames.
+        pooled: float32 [utterances, num_layers, dim] each utterance's frames pooled (the mean,
+          or the upstream's own pooling, `meta["pooling"]`).
         frame_rate: frames per second.
     """
 
@@ -71,7 +72,7 @@ class FeatureStore:
 
 def open_or_build(path: str, key: dict[str, Any], embed: Callable[[list[np.ndarray]], list[np.ndarray]],
                   audio: Callable[[int], np.ndarray], lengths: Sequence[int], frame_rate: float, *,
-                  chunk: int = 64, log: Callable[[str], None] = print) -> FeatureStore:
+                  chunk: int = 64, log: Callable[[str], None] = print, pooling: str = "mean") -> FeatureStore:
     """The store at `path` if it holds exactly `key`; else extracts it there.
 
     Args:
@@ -80,7 +81,11 @@ def open_or_build(path: str, key: dict[str, Any], embed: Callable[[list[np.ndarr
         embed: list of 1-D waveforms -> list of [layers, frames, dim] (e.g. `Upstream.embed`).
         audio: utterance index -> 1-D float32 waveform.
         lengths: samples per utterance (extraction runs in length order, `chunk` at a time).
+        pooling: how `pooled` pools each layer's frames (`upstream.pool_frames`).
     """
+    from ssl_jax.upstream import pool_frames
+
+    pool_frames(np.zeros((1, 1)), pooling)  # an unknown pooling fails before any extraction
     meta_path = os.path.join(path, "meta.json")
     if os.path.exists(meta_path):
         with open(meta_path) as f:
@@ -119,12 +124,12 @@ def open_or_build(path: str, key: dict[str, Any], embed: Callable[[list[np.ndarr
                         raise ValueError(f"utterance {int(i)} of {key.get('split')} gives no frames")
                     h16 = np.ascontiguousarray(h.astype(np.float16))
                     offsets[i], frames[i] = pos, h16.shape[1]
-                    pooled[i] = h16.astype(np.float32).mean(1)
+                    pooled[i] = pool_frames(h16, pooling)
                     out.write(h16.tobytes())
                     pos += h16.nbytes
         np.savez(os.path.join(tmp, "index.npz"), offsets=offsets, lengths=frames, pooled=pooled)
         with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump({"format": FORMAT, "key": key, "layers": layers, "dim": dim, "frame_rate": frame_rate,
+            json.dump({"format": FORMAT, "key": key, "pooling": pooling, "layers": layers, "dim": dim, "frame_rate": frame_rate,
                        "utterances": n, "frames": int(frames.sum()), "bytes": pos,
                        "seconds": round(time.time() - t0, 1), "complete": True}, f, indent=1)
         if os.path.exists(path):

@@ -75,6 +75,12 @@ def test_store_matches_unbatched_upstream_and_reopens(fake_dir, stores, tmp_path
     assert sum(calls) == len(src)
     store.open_or_build(str(tmp_path / "s"), {"k": 2}, *args, log=lambda m: None)
     assert sum(calls) == 2 * len(src)
+    # A clip model's own pooling (BYOL-A: temporal mean + max) pools every layer.
+    fs = store.open_or_build(str(tmp_path / "p"), {"k": 3}, *args, log=lambda m: None, pooling="mean+max")
+    f = fs.frames(0).astype(np.float32)
+    np.testing.assert_allclose(fs.pooled[0], f.mean(1) + f.max(1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        store.open_or_build(str(tmp_path / "q"), {"k": 4}, *args, log=lambda m: None, pooling="max")
 
 
 def test_task_standardisation_uses_the_task_training_frames(fake_dir, stores):
