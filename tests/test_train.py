@@ -12,8 +12,12 @@ from ssl_jax.training.logging import read_metrics
 from tests.objectives.test_wav2vec2 import ROOT, tiny_config
 
 
-def _config(corpus: str):
+def _config(corpus: str, objective: str = ""):
     c = tiny_config()
+    if objective:
+        from tests.objectives.test_data2vec import d2v_config
+
+        c.objective = d2v_config(objective).objective
     c.data.path = corpus
     c.data.max_seconds = 1.0
     c.data.min_seconds = 0.5
@@ -30,7 +34,9 @@ def _config(corpus: str):
 
 
 def test_stopped_and_resumed_run_matches_uninterrupted(tiny_corpus, tiny_eval_corpus, tmp_path):
-    cfg = _config(tiny_corpus)
+    """With data2vec 2.0, whose EMA teacher in the objective state makes every loss depend on
+    the whole history: a resumed run matches only if the teacher is restored exactly."""
+    cfg = _config(tiny_corpus, "data2vec2")
     cfg.train.abx_probe.update(dict(speakers=2, triplets=200, path=tiny_eval_corpus))
     full = loop.train(cfg, str(tmp_path / "full"), progress=False)
     assert full["steps"] == 6 and full["train_compiles"] == 1 and full["skipped_updates"] == 0
@@ -51,7 +57,7 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tiny_corpus, tiny_eval_co
     assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-6)
     rec = read_metrics(str(tmp_path / "full"))[-1]
-    assert {"eval_accuracy", "eval_perplexity", "eval_loss", "eval_abx_word", "eval_abx_word_l2"} <= set(rec)
+    assert {"eval_target_std", "eval_pred_std", "eval_loss", "eval_abx_word", "eval_abx_word_l2"} <= set(rec)
     assert 0.0 <= rec["eval_abx_word"] <= 1.0
     summary = json.load(open(tmp_path / "full" / "summary.json"))
     assert summary["eval_end"]["step"] == 6
