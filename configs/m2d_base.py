@@ -25,11 +25,15 @@ Frame-level features: a time step's 5 frequency patches concatenated (5 x 768 = 
 Deviations: the log-mel filterbank spans 0-8000 Hz (the reference's 50-8000 Hz) and is not
 centred (608 frames need 97,520 samples: `data.max_seconds` = 6.095); the standardisation
 statistics are those of the embedded corpus (measured: mean -10.3, std 4.3 of natural-log
-mel energies) - measure them on the training data for another corpus; weight decay applies
-to every parameter (the reference spares biases and norms); the target network holds a copy
-of the patch embedding and [CLS] token that it does not use (it reads the online ones, as
-the reference); inputs of any length run in one pass (the reference cuts evaluation inputs
-into 608-frame chunks), with sin-cos positions extended past the training length.
+mel energies) - measure them on the training data for another corpus; weight decay spares
+every 1-D parameter, the [CLS] and mask tokens too (the reference decays those two); the
+target network holds a copy of the patch embedding and [CLS] token that it does not use (it
+reads the online ones, as the reference); inputs of any length run in one pass (the
+reference cuts evaluation inputs into 608-frame chunks), with sin-cos positions extended
+past the training length; the blocks are the package's pre-LN Transformer layers (LayerNorm
+epsilon 1e-5 and N(0, 0.02) weights; the reference's 1e-6 and Xavier-uniform); the last of
+Upstream's hidden states precedes the final LayerNorm, as every encoder's here (the
+reference's layer features end with the normalised output, `last_hidden_state` here).
 """
 
 import os

@@ -10,8 +10,8 @@ l2-normalised standardised targets). Deviations, for size and for speech:
              at 25 Hz, the rate phone recognition needs, 99 patches in a 4 s crop. This is the
              default patch of M2D for speech (M2D-S, Niizumi et al., Interspeech 2023, whose
              release also trains 80 x 2). 16 x 4 patches (5 bands at 25 Hz, Upstream frames of
-             5 x 128) cost 2.6 s per step on 2 CPU cores against 0.2 s for 80 x 4 (measured
-             on this recipe, 8 x 4 s); choose them with `--config.model.patch_freq=16`.
+             5 x 128) cost 2.6 s per step against 0.2 s for 80 x 4 (this recipe, 8 x 4 s, measured
+             on the shared 2-core machine); choose them with `--config.model.patch_freq=16`.
   masking    ratio 0.6, M2D-S's for these patches (the base recipe's 0.7 is for 16 x 16)
   encoder    4 pre-LN blocks, d=128, 4 heads, MLP 512 (the paper's ratio 4)
   predictor  2 blocks, d=96, 4 heads, MLP 384
