@@ -173,11 +173,11 @@ class M2dObjective(EmaObjective):
         if self.target_norm not in _TARGET_NORMS:
             raise ValueError(f"objective.target_norm must be one of {_TARGET_NORMS}, got {self.target_norm!r}")
         p = o["predictor"]
+        if int(p["dim"]) % 4 or int(p["dim"]) % int(p["num_heads"]):
+            raise ValueError(f"objective.predictor.dim={p['dim']} must be a multiple of 4 and of predictor.num_heads={p['num_heads']}")
         self.encoder = patch_encoder.Encoder(self.model)
         self.predictor = Predictor(self.model.dim, int(p["dim"]), int(p["num_layers"]), int(p["num_heads"]),
                                    int(p["intermediate_size"]), self.model.freq_patches, jnp.dtype(self.model.dtype))
-        if int(p["dim"]) % 4 or int(p["dim"]) % int(p["num_heads"]):
-            raise ValueError(f"objective.predictor.dim={p['dim']} must be a multiple of 4 and of predictor.num_heads={p['num_heads']}")
 
     def init(self, rng: jax.Array, batch: dict) -> Any:
         k_enc, k_pred = jax.random.split(rng)
