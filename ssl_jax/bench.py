@@ -60,13 +60,15 @@ def bench_config(config: Any) -> Any:
     config = config.copy_and_resolve_references()
     with config.unlocked():
         for k in ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout", "layerdrop"):
-            config.model[k] = 0.0
+            if k in config.model:
+                config.model[k] = 0.0
     return config
 
 
 def make_inputs(objective: Any, batch: int, samples: int, seed: int = 0) -> dict:
-    """Random audio, full masks, span masks and (for contrastive objectives) distractor indices
-    shared by both frameworks."""
+    """Random audio and full masks; for contrastive objectives (the ones `--compare=torch`
+    measures) also the span masks and distractor indices both frameworks share. Other
+    objectives draw their masks and views inside the step, as in training."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -76,6 +78,8 @@ def make_inputs(objective: Any, batch: int, samples: int, seed: int = 0) -> dict
     rng = np.random.default_rng(seed)
     audio = (0.1 * rng.standard_normal((batch, samples))).astype(np.float32)
     audio_mask = np.ones((batch, samples), bool)
+    if not hasattr(objective, "num_negatives"):
+        return {"audio": audio, "audio_mask": audio_mask}
     frames = objective.num_frames(samples)
     mask = masking.span_mask(
         jax.random.key(seed),
@@ -85,11 +89,9 @@ def make_inputs(objective: Any, batch: int, samples: int, seed: int = 0) -> dict
         mask_length=objective.mask_length,
         min_masks=objective.min_masks,
     )
-    out = {"audio": audio, "audio_mask": audio_mask, "mask_time_indices": np.asarray(mask)}
-    if hasattr(objective, "num_negatives"):
-        neg, _ = masking.sample_negatives(jax.random.key(seed + 1), mask, objective.num_negatives)
-        out["negative_indices"] = np.asarray(neg)
-    return out
+    neg, _ = masking.sample_negatives(jax.random.key(seed + 1), mask, objective.num_negatives)
+    return {"audio": audio, "audio_mask": audio_mask, "mask_time_indices": np.asarray(mask),
+            "negative_indices": np.asarray(neg)}
 
 
 def prepared(config: Any) -> Any:
@@ -118,6 +120,7 @@ def jax_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
     batch = {k: jax.device_put(v) for k, v in inputs.items()}
     params = jax.jit(lambda k: nn.unbox(objective.init(k, batch)))(jax.random.key(0))
     state = jax.jit(lambda k: nn.unbox(objective.init_state(k, batch)))(jax.random.key(2))
+    state = jax.jit(objective.start_state)(state, params)
 
     def step(params, batch, rng):
         (loss, _), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng, 0, True, state)
