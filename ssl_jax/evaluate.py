@@ -224,11 +224,12 @@ def evaluate_upstream(cfg, spec: str, name: str, workdir: str, shared: str, norm
         upstream = upstreams.load(spec, normalize=normalize)
         stack = max(1, int(round(upstream.frame_rate / cfg.target_rate)))
         layer = None if cfg.single_layer < 0 else int(cfg.single_layer)
+        pooling = str(getattr(upstream, "pooling", "mean"))  # any object with `embed` and `frame_rate` serves
         details["features"] = {"frame_tasks": f"frame sequence, {upstream.frame_rate:g} Hz",
-                               "utterance_tasks": f"{upstream.pooling} of each layer's frames"}
+                               "utterance_tasks": f"{pooling} of each layer's frames"}
         log(f"upstream {name}: {upstream.frame_rate:g} Hz frames, heads read {stack} stacked"
             + (f", layer {layer} only" if layer is not None else "")
-            + f"; utterance tasks pool frames by {upstream.pooling}")
+            + f"; utterance tasks pool frames by {pooling}")
         cache_root = cfg.extract.cache_dir or os.path.join(shared, "features")
         feats = Features(upstream, identity, os.path.join(cache_root, name), cfg.extract.batch_size, log)
         writer = report.ScalarWriter(os.path.join(workdir, "tb"))
