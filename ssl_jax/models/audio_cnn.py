@@ -127,6 +127,11 @@ class Config:
         return self.conv_channels * (self.logmel_bins // 2 ** len(self.time_pool))
 
     @property
+    def pooling(self) -> str:
+        """How the clip embedding pools frames (`upstream.pool_frames`): temporal mean + max."""
+        return "mean+max"
+
+    @property
     def downsampling(self) -> int:
         """Samples per output frame."""
         return self.logmel_hop * math.prod(self.time_pool)

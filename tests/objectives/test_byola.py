@@ -83,6 +83,7 @@ def test_version_1_stages_are_padded_to_the_hidden_size():
 def test_upstream_embeds_frames_independent_of_padding(obj, started):
     params, _ = started
     up = Upstream(params["encoder"], obj.config.model)
+    assert up.pooling == "mean+max"  # utterance probes pool the way the clip embedding does
     assert up.num_hidden_states == 3 and up.frame_rate == 50.0
     waves = [tones(1, 6000, seed=1)[0], tones(1, 11000, seed=2)[0]]
     alone = up.embed(waves[:1], batch_size=2)[0]
