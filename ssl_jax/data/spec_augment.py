@@ -20,6 +20,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.config_fields import from_section
+
 
 def random_crop(key: jax.Array, x: jax.Array, lengths: jax.Array, frames: int) -> jax.Array:
     """A random window of `frames` frames from each row's valid frames.
@@ -198,12 +200,7 @@ class Augment:
     @classmethod
     def from_config(cls, cfg: Any) -> "Augment":
         """From a ConfigDict or mapping; unknown keys are an error naming the valid ones."""
-        d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown objective.augment keys {unknown}; valid keys: {sorted(names)}")
-        return cls(**d)
+        return from_section(cls, cfg, "objective.augment")
 
     def __call__(self, key: jax.Array, x: jax.Array, bank: jax.Array, count: jax.Array) -> jax.Array:
         """One augmented view of x [batch, frames, bins] (bank and count as `mixup`)."""

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.config_fields import from_section
 from ssl_jax.models.encoder import EncoderOutput
 from ssl_jax.models.frontends import LogMelFrontend, logmel_frame_lengths
 
@@ -104,13 +105,7 @@ class Config:
     @classmethod
     def from_config(cls, cfg: Any) -> "Config":
         """Builds from a ConfigDict or mapping; unknown keys are an error naming the valid ones."""
-        d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown} for the audio_cnn encoder; "
-                             f"valid keys: {sorted(names)}")
-        return cls(**d)
+        return from_section(cls, cfg, "model (architecture 'audio_cnn')")
 
     def to_dict(self) -> dict:
         """A JSON-friendly dict (tuples become lists)."""

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.config_fields import from_section
 from ssl_jax.models.feature_extractor import LN_EPS, FeatureExtractor, conv_output_lengths
 from ssl_jax.models.frontends import LogMelFrontend, UnitFrontend, logmel_frame_lengths
 from ssl_jax.models.transformer import TransformerEncoder
@@ -90,12 +91,7 @@ class EncoderConfig:
     @classmethod
     def from_config(cls, cfg: Any) -> "EncoderConfig":
         """Builds from a ConfigDict or mapping; unknown keys are an error."""
-        d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; valid keys: {sorted(names)}")
-        return cls(**d)
+        return from_section(cls, cfg, "model")
 
     def to_dict(self) -> dict:
         """A JSON-friendly dict (tuples become lists)."""

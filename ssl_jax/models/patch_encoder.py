@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.config_fields import from_section
 from ssl_jax.models.encoder import EncoderOutput
 from ssl_jax.models.frontends import NORMS, LogMelFrontend, logmel_frame_lengths
 from ssl_jax.models.transformer import ACTIVATION_AXES, EncoderLayer, layer_norm
@@ -80,12 +81,7 @@ class Config:
     @classmethod
     def from_config(cls, cfg: Any) -> "Config":
         """Builds from a ConfigDict or mapping; unknown keys are an error naming the valid ones."""
-        d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown} for architecture 'patches'; valid keys: {sorted(names)}")
-        return cls(**d)
+        return from_section(cls, cfg, "model (architecture 'patches')")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

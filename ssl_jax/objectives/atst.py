@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.config_fields import from_section
 from ssl_jax.models.frontends import LogMelFrontend
 from ssl_jax.models.transformer import LAYERDROP_COLLECTION
 from ssl_jax.objectives import ema, layerdrop_metrics, masking, register
@@ -96,12 +97,7 @@ class ViewAugment:
 
     @classmethod
     def from_config(cls, cfg: Any) -> "ViewAugment":
-        d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown objective.augment keys {unknown}; valid keys: {sorted(names)}")
-        return cls(**d)
+        return from_section(cls, cfg, "objective.augment")
 
     @property
     def warps_time(self) -> bool:
