@@ -10,7 +10,8 @@ frozen checkpoint's layer), standardises them, and fits mini-batch k-means (`ssl
 with the points sharded over the mesh's batch axes. Writes `kmeans.npz` (the codebooks a
 recipe names in `objective.targets.codebook`) and `cluster.json` (fit figures and the phone
 purity, cluster purity and PNMI of the targets on the validation split against the corpus'
-phone alignments), and the frame targets of the validation split (`--target_splits` for
+phone alignments), `cooccurrence.npz` (the phone-by-cluster frame counts behind those
+figures), and the frame targets of the validation split (`--target_splits` for
 others) as fairseq-style label files `<split>.km`, one line of cluster ids per utterance.
 Training never reads label files: targets are assigned inside the step.
 
@@ -248,10 +249,11 @@ def split_targets(config: Any, codebooks: kmeans.Codebooks, data_path: str, spli
                 yield int(index), [x[b, :n] for x in ids]
 
 
-def measure(config: Any, codebooks: kmeans.Codebooks, data_path: str, split: str,
-            max_utterances: int = 2000, fn: Callable | None = None) -> list[kmeans.ClusterQuality]:
-    """Phone purity, cluster purity and PNMI of each target set on `split` (frames inside an
-    utterance's first and last aligned phone; utterances without alignment are passed over)."""
+def cooccurrence(config: Any, codebooks: kmeans.Codebooks, data_path: str, split: str,
+                 max_utterances: int = 2000, fn: Callable | None = None) -> tuple[list[str], list[np.ndarray]]:
+    """Phone labels and, per target set, the [phones, clusters] table of frame counts on
+    `split` (frames inside an utterance's first and last aligned phone; utterances without
+    alignment are passed over)."""
     from ssl_jax.data.shards import read_manifest
 
     manifest = read_manifest(data_path, split)
@@ -278,6 +280,13 @@ def measure(config: Any, codebooks: kmeans.Codebooks, data_path: str, split: str
             break
     if seen == 0:
         raise ValueError(f"split {split!r} of {data_path} has no utterance with a phone alignment to measure targets against")
+    return list(phone_ids), tables
+
+
+def measure(config: Any, codebooks: kmeans.Codebooks, data_path: str, split: str,
+            max_utterances: int = 2000, fn: Callable | None = None) -> list[kmeans.ClusterQuality]:
+    """Phone purity, cluster purity and PNMI of each target set on `split` (see `cooccurrence`)."""
+    _, tables = cooccurrence(config, codebooks, data_path, split, max_utterances, fn)
     return [kmeans.quality(table) for table in tables]
 
 
@@ -357,7 +366,8 @@ def ensure_codebooks(config: Any, data_path: str, workdir: str) -> kmeans.Codebo
 
 def run(config: Any, workdir: str, target_splits: tuple[str, ...] | None = None) -> dict:
     """Fits the recipe's codebooks on its training data, measures them on the validation split,
-    writes `kmeans.npz`, `cluster.json` and the frame targets of `target_splits` (default: the
+    writes `kmeans.npz`, `cluster.json`, `cooccurrence.npz` (`phones` and, per target set j,
+    `counts_j`: [phones, clusters] frame counts) and the frame targets of `target_splits` (default: the
     validation split) under `workdir`; returns the report."""
     from ssl_jax.parallel import mesh as mesh_lib
     from ssl_jax.training.loop import shard_dir
@@ -368,7 +378,10 @@ def run(config: Any, workdir: str, target_splits: tuple[str, ...] | None = None)
     books = fit_codebooks(config, data_path, mesh)
     path = books.save(os.path.join(workdir, "kmeans.npz"))
     t0 = time.time()
-    quality = measure(config, books, data_path, config.data.eval_split)
+    phones, tables = cooccurrence(config, books, data_path, config.data.eval_split)
+    quality = [kmeans.quality(table) for table in tables]
+    np.savez(os.path.join(workdir, "cooccurrence.npz"), phones=np.array(phones),
+             **{f"counts_{j}": table for j, table in enumerate(tables)})
     labels = []
     for split in target_splits or (config.data.eval_split,):
         labels += write_targets(config, books, data_path, split, workdir)

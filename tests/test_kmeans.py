@@ -101,6 +101,9 @@ def test_cluster_command_writes_codebooks_and_phone_measures(tiny_corpus, tmp_pa
     q = report["quality"][0]
     assert 0.0 < q["pnmi"] < 1.0 and q["phones"] > 10 and q["clusters_used"] > 10
     assert kmeans.Codebooks.load(str(out / "kmeans.npz")).sizes == (20,)
+    co = np.load(out / "cooccurrence.npz")  # the counts behind the reported figures
+    assert co["counts_0"].shape == (len(co["phones"]), 20) and co["counts_0"].sum() == q["frames"]
+    assert kmeans.quality(co["counts_0"]).pnmi == pytest.approx(q["pnmi"])
     lines = open(out / "valid.km").read().split("\n")[:-1]
     manifest = [json.loads(x) for x in open(os.path.join(tiny_corpus, "valid.jsonl"))]
     assert len(lines) == len(manifest)
