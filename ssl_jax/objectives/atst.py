@@ -25,9 +25,9 @@ The augmentations run in the graph, drawn per row, on the front end's log-mel fr
 encoder's `LogMelFrontend` output is rewritten through `flax.linen.intercept_methods`, so the
 student and the teacher read the same views):
 
-* Mixup (as BYOL-A): x <- log((1 - a) exp(x) + a exp(z)), a ~ U(0, `mixup`), z the log-mel of
-  the next utterance of the batch where both are valid (the paper draws z from a memory bank
-  of past inputs).
+* Mixup (`spec_augment.log_mixup_exp`, as BYOL-A): x <- log((1 - a) exp(x) + a exp(z)),
+  a ~ U(0, `mixup`), z the log-mel of the next utterance of the batch where both are valid
+  (the paper draws z from a memory bank of past inputs).
 * Random Resized Crop: a band of clip(U(`freq_scale`) x bins) adjacent mel bands, placed at
   random, is linearly resized onto all bands; in time (clip level) the frames sit centred on a
   canvas `time_canvas` times as long, filled with the utterance's lowest log-mel value, and a
@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.config_fields import from_section
+from ssl_jax.data import spec_augment
 from ssl_jax.models.frontends import LogMelFrontend
 from ssl_jax.models.transformer import LAYERDROP_COLLECTION
 from ssl_jax.objectives import ema, layerdrop_metrics, masking, register
@@ -162,9 +163,8 @@ def augment_logmel(mel: jax.Array, lengths: jax.Array, draws: dict[str, jax.Arra
             return jnp.roll(a.reshape(groups, rows // groups, *a.shape[1:]), -1, axis=1).reshape(a.shape)
 
         other, other_valid = next_row(x), next_row(valid)
-        a = draws["alpha"][:, None, None]
-        mixed = jnp.logaddexp(jnp.log1p(-a) + x, jnp.log(jnp.maximum(a, 1e-12)) + other)
-        x = jnp.where((valid & other_valid)[..., None] & (a > 0.0), mixed, x)
+        mixed = spec_augment.log_mixup_exp(x, other, draws["alpha"])
+        x = jnp.where((valid & other_valid)[..., None] & (draws["alpha"] > 0.0)[:, None, None], mixed, x)
     if aug.freq_scale[0] < 1.0:  # else every draw keeps all bands
         h = jnp.clip(jnp.floor(draws["freq_scale"] * bins), 1, bins)
         start = jnp.minimum(jnp.floor(draws["freq_pos"] * (bins - h + 1)), bins - h)
