@@ -102,3 +102,14 @@ def test_load_released_checkpoint(tmp_path):
         HIDDEN=32, LAYERS=2, HEADS=2, FFN=48, CONV_DIM=16, WORKDIR=str(tmp_path)))
     assert images(nb) == 1
     assert "worst layer difference" in text(nb)
+
+
+def test_run_streams_a_commands_output_and_raises_when_it_fails(tmp_path, capsys):
+    from ssl_jax.notebook import run
+
+    (tmp_path / "ok.json").write_text('{"a": "é"}')
+    run(f"json.tool {tmp_path / 'ok.json'}")
+    assert '"a": "\\u00e9"' in capsys.readouterr().out
+    with pytest.raises(RuntimeError, match="failed with exit status"):
+        run(f"json.tool {tmp_path / 'missing.json'}")
+    assert "No such file" in capsys.readouterr().out
