@@ -13,17 +13,16 @@ import subprocess
 import sys
 
 
-def run(command: str, env: dict[str, str] | None = None) -> None:
+def run(command: str) -> None:
     """Runs `python -m COMMAND` with this kernel's interpreter, echoing its output as it comes
     (progress bars included); raises RuntimeError when it fails.
 
     Args:
         command: the arguments after `python -m`, as typed in a shell.
-        env: variables to set for the command, on top of the kernel's environment.
     """
     print(f"$ python -m {command}", flush=True)
     proc = subprocess.Popen([sys.executable, "-m", *shlex.split(command)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+                            stderr=subprocess.STDOUT)
     assert proc.stdout is not None
     text = codecs.getincrementaldecoder("utf-8")("replace")  # a character may span two reads
     while chunk := os.read(proc.stdout.fileno(), 4096):
