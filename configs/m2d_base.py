@@ -63,7 +63,7 @@ def model_config() -> config_dict.ConfigDict:
     m.num_heads = 12
     m.intermediate_size = 3072
     m.dtype = "float32"
-    m.remat = False
+    m.remat = "none"  # or a policy that trades compute for memory: models/transformer.REMAT_POLICIES
     return m
 
 

@@ -70,7 +70,7 @@ def model_config(variant: str = "base") -> config_dict.ConfigDict:
     m.codevector_dim = 256
     m.proj_codevector_dim = 256
     m.dtype = "float32"  # compute dtype; parameters stay float32
-    m.remat = False
+    m.remat = "none"  # or a policy that trades compute for memory: models/transformer.REMAT_POLICIES
     if variant == "large":
         m.feat_extract_norm = "layer"
         m.conv_bias = True

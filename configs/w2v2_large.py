@@ -66,7 +66,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c = base.get_config()
     c.model = base.model_config("large")  # LayerNorm extractor, conv bias, pre-LN, d=1024, 768-d codes
     m = c.model
-    m.remat = True
+    m.remat = "full"  # recompute each layer in the backward pass (transformer.REMAT_POLICIES)
     m.hidden_dropout = 0.1
     m.attention_dropout = 0.1
     m.feat_proj_dropout = 0.1

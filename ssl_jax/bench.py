@@ -1,12 +1,18 @@
 """`python -m ssl_jax.bench --config=configs/w2v2_base.py [--compare=torch] [--json]`.
 
-Times one pretraining forward+backward step of the config's encoder (wav2vec 2.0 objective:
-masking, quantizer, contrastive loss), reports audio-seconds per second and achieved FLOP/s
-(XLA's cost analysis of the compiled step) against a matmul peak measured in the same run,
-and with `--compare=torch` times transformers' `Wav2Vec2ForPreTraining` on the same shapes,
-masks and distractors in the same process, the two steps alternating so that both see the same
-machine load. Dropout and layer drop are off in both, so the
-two do the same work on every step.
+Times the recipe's pretraining forward+backward pass and its full train step (the trainer's own
+step: gradient clipping, AdamW, the objective's state update) in alternating rounds, and
+reports the median and spread of each, audio-seconds per second and the model FLOP
+utilisation: XLA's cost analysis of the compiled program against the device's peak (the
+datasheet dense bf16 peak of a known GPU/TPU; on CPU a matmul peak measured in the same run in
+the model's compute dtype). The start-up also gives each program's memory (compiled memory
+analysis: arguments, outputs, scratch).
+
+With `--compare=torch` (wav2vec 2.0 recipes with the conv front end) transformers'
+`Wav2Vec2ForPreTraining` runs on the same weights, shapes, masks and distractors in the same
+process, its steps alternating with ours so that both see the same machine load, and the two
+objectives' contrastive and diversity terms are compared on one batch (`loss_parity`). Dropout
+and LayerDrop are off in both, so the two do the same work on every step.
 """
 
 from __future__ import annotations
@@ -24,10 +30,24 @@ _COMPARE = flags.DEFINE_enum("compare", None, ["torch"], "Also time the PyTorch 
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
 _BATCH = flags.DEFINE_integer("batch", 4, "Utterances per step.")
 _SECONDS = flags.DEFINE_float("seconds", 8.0, "Seconds of audio per utterance.")
-_STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (after one warm-up step).")
-_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Square matmul size for the peak measurement.")
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed rounds (after one warm-up call of each program).")
+_MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Largest square matmul of the CPU peak measurement.")
 
 SAMPLE_RATE = 16_000
+
+# Dense bf16 peak FLOP/s per chip from the vendors' datasheets, by `jax.Device.device_kind` prefix.
+DATASHEET_BF16_PEAK = {
+    "NVIDIA H200": 989e12,
+    "NVIDIA H100": 989e12,  # SXM; the PCIe card is 756e12
+    "NVIDIA B200": 2250e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA L4": 121e12,
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,  # v5e
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,  # v6e (Trillium)
+}
 
 
 def _best_time(fn: Callable[[], Any], steps: int) -> tuple[float, float]:
@@ -43,16 +63,44 @@ def _best_time(fn: Callable[[], Any], steps: int) -> tuple[float, float]:
     return float(np.median(times)), float(np.min(times))
 
 
-def matmul_peak(n: int, steps: int = 5) -> float:
-    """Best FLOP/s of an [n, n] x [n, n] float32 jnp matmul on this machine."""
+def matmul_peak(n: int, steps: int = 5, dtype: str = "float32") -> float:
+    """Best FLOP/s of square jnp matmuls of sizes n / 2 and n on this machine (the best of
+    `steps` runs of each, so a noisy moment does not lower the peak)."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-    f = jax.jit(jnp.matmul)
-    _, best = _best_time(lambda: f(a, b).block_until_ready(), steps)
-    return 2.0 * n**3 / best
+    best_rate = 0.0
+    for size in (max(n // 2, 1), n):
+        a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+        b = jax.random.normal(jax.random.key(1), (size, size), dtype)
+        f = jax.jit(jnp.matmul)
+        _, best = _best_time(lambda: f(a, b).block_until_ready(), steps)
+        best_rate = max(best_rate, 2.0 * size**3 / best)
+    return best_rate
+
+
+def device_peak(matmul_size: int, dtype: str) -> tuple[float, str]:
+    """(peak FLOP/s, where it comes from) for MFU: a known accelerator's datasheet bf16 peak,
+    else (CPU, unknown chips) the matmul peak measured now in the compute dtype."""
+    import jax
+
+    kind = jax.devices()[0].device_kind
+    if jax.default_backend() != "cpu":
+        for prefix, peak in DATASHEET_BF16_PEAK.items():
+            if kind.startswith(prefix):
+                return peak * jax.device_count(), f"datasheet bf16 peak of {jax.device_count()} x {kind}"
+    return matmul_peak(matmul_size, dtype=dtype), f"measured {dtype} matmul peak ({kind})"
+
+
+def compiled_facts(compiled: Any) -> dict:
+    """FLOPs (XLA's cost analysis) and bytes (its memory analysis) of a compiled program."""
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    mem = compiled.memory_analysis()
+    facts = {"flops": float((cost or {}).get("flops", float("nan")))}
+    for name in ("argument", "output", "temp", "generated_code"):
+        facts[f"{name}_bytes"] = int(getattr(mem, f"{name}_size_in_bytes", -1)) if mem is not None else -1
+    return facts
 
 
 def bench_config(config: Any) -> Any:
@@ -108,36 +156,70 @@ def prepared(config: Any) -> Any:
     return objective
 
 
-def jax_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
-    """The compiled ssl_jax forward+backward step as a blocking callable, and its FLOP count."""
+def jax_programs(config: Any, inputs: dict) -> tuple[dict[str, Callable[[], Any]], dict]:
+    """The compiled ssl_jax programs as blocking callables, {"fwd_bwd": ..., "train_step": ...},
+    and facts: parameter count, the initial parameters (for the reference) and each program's
+    `compiled_facts`."""
     import flax.linen as nn
     import jax
     import optax
 
-    from ssl_jax import objectives
+    from ssl_jax.training import state as state_lib
+    from ssl_jax.training.loop import make_train_step
+    from ssl_jax.training.optimizer import make_optimizer
 
     objective = prepared(config)
     batch = {k: jax.device_put(v) for k, v in inputs.items()}
     params = jax.jit(lambda k: nn.unbox(objective.init(k, batch)))(jax.random.key(0))
-    state = jax.jit(lambda k: nn.unbox(objective.init_state(k, batch)))(jax.random.key(2))
-    state = jax.jit(objective.start_state)(state, params)
+    obj_state = jax.jit(lambda k: nn.unbox(objective.init_state(k, batch)))(jax.random.key(2))
+    obj_state = jax.jit(objective.start_state)(obj_state, params)
+    rng = jax.random.key(1)
 
-    def step(params, batch, rng):
-        (loss, _), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng, 0, True, state)
+    def fwd_bwd(params, batch, rng):
+        (loss, _), grads = jax.value_and_grad(objective.loss, has_aux=True)(params, batch, rng, 0, True, obj_state)
         return loss, optax.tree.norm(grads)
 
-    compiled = jax.jit(step).lower(params, batch, jax.random.key(1)).compile()
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", float("nan")))
-    num_params = sum(x.size for x in jax.tree.leaves(params))
-    info = {"flops_per_step": flops, "num_params": int(num_params)}
-    return (lambda: jax.block_until_ready(compiled(params, batch, jax.random.key(1)))), info
+    tx, schedule = make_optimizer(config.optim, int(config.train.steps))
+    state = state_lib.TrainState.create(params, tx, obj_state)
+    fb = jax.jit(fwd_bwd).lower(params, batch, rng).compile()
+    ts = jax.jit(make_train_step(objective, tx, schedule, 1), donate_argnums=(0,)).lower(state, batch, rng).compile()
+    held = {"state": jax.tree.map(lambda x: x.copy(), state)}  # the step donates (consumes) its input state
+
+    def train_step():
+        held["state"], metrics = ts(held["state"], batch, rng)
+        jax.block_until_ready(metrics)
+
+    info = {
+        "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
+        "params": params,
+        "programs": {"fwd_bwd": compiled_facts(fb), "train_step": compiled_facts(ts)},
+        "eval_metrics": jax.device_get(objective.loss(params, batch, rng, 0, False, obj_state)[1]),
+    }
+    return {"fwd_bwd": lambda: jax.block_until_ready(fb(params, batch, rng)), "train_step": train_step}, info
 
 
-def torch_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
-    """transformers' Wav2Vec2ForPreTraining forward+backward on the same shapes (imported lazily),
-    as a callable, and facts about the model."""
+def _hf_pretraining_state(params: Any, cfg: Any) -> dict:
+    """ssl_jax wav2vec 2.0 pretraining parameters -> `Wav2Vec2ForPreTraining` state dict (numpy)."""
+    import numpy as np
+
+    from ssl_jax.convert import params_to_state
+
+    state = {f"wav2vec2.{k}": v for k, v in params_to_state(params["encoder"], cfg).items()}
+    q = params["quantizer"]
+    state["quantizer.codevectors"] = np.asarray(q["codevectors"])[None]
+    state["quantizer.weight_proj.weight"] = np.asarray(q["weight_proj"]["kernel"]).T
+    state["quantizer.weight_proj.bias"] = np.asarray(q["weight_proj"]["bias"])
+    for name in ("project_q", "project_hid"):
+        state[f"{name}.weight"] = np.asarray(params[name]["kernel"]).T
+        state[f"{name}.bias"] = np.asarray(params[name]["bias"])
+    return {k: np.array(v, dtype=np.float32) for k, v in state.items()}  # writable copies for torch
+
+
+def torch_programs(config: Any, inputs: dict, params: Any) -> tuple[dict[str, Callable[[], Any]], dict]:
+    """transformers' Wav2Vec2ForPreTraining (imported lazily) on ssl_jax's initial weights:
+    {"fwd_bwd": ..., "train_step": ...} (the train step adds gradient clipping and AdamW with
+    the recipe's settings), and facts: parameter count, threads, and the contrastive and
+    diversity terms on the shared batch with argmax codes (see `loss_parity`)."""
     import numpy as np
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
@@ -146,7 +228,8 @@ def torch_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
     from ssl_jax.models.encoder import EncoderConfig
 
     m, o = config.model, config.objective
-    kw = hf_config_from_encoder(EncoderConfig.from_config(m), "wav2vec2")
+    cfg = EncoderConfig.from_config(m)
+    kw = hf_config_from_encoder(cfg, "wav2vec2")
     kw.update(
         hidden_dropout=0.0,
         attention_dropout=0.0,
@@ -160,26 +243,70 @@ def torch_step(config: Any, inputs: dict) -> tuple[Callable[[], Any], dict]:
         diversity_loss_weight=o.diversity_weight,
         mask_time_prob=0.05,  # creates the mask embedding; the masks themselves are passed in
     )
-    hf = Wav2Vec2Config(**kw)
-    torch.manual_seed(0)
-    model = Wav2Vec2ForPreTraining(hf).train()
+    model = Wav2Vec2ForPreTraining(Wav2Vec2Config(**kw)).train()
+    state = {k: torch.from_numpy(v) for k, v in _hf_pretraining_state(params, cfg).items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("masked_spec_embed")]:
+        raise RuntimeError(f"transformers weights do not line up: missing {missing}, unexpected {unexpected}")
     audio = torch.from_numpy(inputs["audio"].copy())
     mask = torch.from_numpy(inputs["mask_time_indices"].copy())
     idx = inputs["negative_indices"].astype(np.int64)
     # transformers indexes the flattened [batch * frames] features.
     neg = torch.from_numpy(idx + np.arange(idx.shape[0])[:, None, None] * idx.shape[1])
     attention = torch.from_numpy(inputs["audio_mask"].copy()).long() if m.feat_extract_norm == "layer" else None
+    optim = config.optim
+    opt = torch.optim.AdamW(model.parameters(), lr=float(optim.lr), betas=(float(optim.b1), float(optim.b2)),
+                            eps=float(optim.eps), weight_decay=float(optim.weight_decay))
 
-    def step():
+    def fwd_bwd():
         model.zero_grad(set_to_none=True)
         out = model(audio, attention_mask=attention, mask_time_indices=mask, sampled_negative_indices=neg)
         out.loss.backward()
 
-    info = {"num_params": int(sum(p.numel() for p in model.parameters())), "threads": torch.get_num_threads()}
-    return step, info
+    def train_step():
+        fwd_bwd()
+        if float(optim.clip_norm) > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), float(optim.clip_norm))
+        opt.step()
+
+    with torch.no_grad(), _argmax_gumbel():
+        out = model(audio, attention_mask=attention, mask_time_indices=mask, sampled_negative_indices=neg)
+    masked = float(mask.sum())
+    info = {
+        "num_params": int(sum(p.numel() for p in model.parameters())),
+        "threads": torch.get_num_threads(),
+        # transformers sums both terms over the masked frames; ssl_jax averages them.
+        "contrastive": float(out.contrastive_loss) / masked,
+        "diversity": float(out.diversity_loss) / masked,
+    }
+    return {"fwd_bwd": fwd_bwd, "train_step": train_step}, info
 
 
-def _interleaved_times(fns: dict[str, Callable[[], Any]], steps: int) -> dict[str, list[float]]:
+class _argmax_gumbel:
+    """Within the block, torch's `gumbel_softmax(logits, hard=True)` returns the one-hot argmax
+    of the logits (no noise): transformers' quantizer in training mode then picks the codes that
+    ssl_jax's deterministic quantizer picks, while its perplexity stays the soft one that both
+    objectives train with."""
+
+    def __enter__(self):
+        import torch
+
+        self._saved = torch.nn.functional.gumbel_softmax
+
+        def argmax_one_hot(logits, tau=1.0, hard=False, eps=1e-10, dim=-1):  # noqa: ARG001
+            return torch.nn.functional.one_hot(logits.argmax(dim), logits.shape[dim]).to(logits.dtype)
+
+        torch.nn.functional.gumbel_softmax = argmax_one_hot
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.nn.functional.gumbel_softmax = self._saved
+        return False
+
+
+def _interleaved_times(fns: dict[Any, Callable[[], Any]], steps: int) -> dict[Any, list[float]]:
     """Seconds per call of each function, calls alternating (after one warm-up call each), so a
     change in machine load during the run falls on every implementation alike."""
     for fn in fns.values():
@@ -193,74 +320,125 @@ def _interleaved_times(fns: dict[str, Callable[[], Any]], steps: int) -> dict[st
     return times
 
 
+def _spread(times: list[float]) -> dict:
+    import numpy as np
+
+    t = np.asarray(times)
+    return {"median": float(np.median(t)), "min": float(t.min()), "max": float(t.max()),
+            "rounds": [float(x) for x in t]}
+
+
 def run(config: Any, *, batch: int, seconds: float, steps: int, compare: str | None, matmul_size: int) -> dict:
+    """Times the recipe (and the reference with `compare="torch"`); the dict `--json` prints."""
     import jax
     import numpy as np
 
-    config = bench_config(config)
-    samples = int(round(seconds * SAMPLE_RATE))
     from ssl_jax import objectives
 
+    config = bench_config(config)
+    samples = int(round(seconds * SAMPLE_RATE))
+    if compare == "torch" and (config.objective.name != "wav2vec2" or config.model.frontend != "conv"):
+        raise ValueError(
+            "--compare=torch times transformers' Wav2Vec2ForPreTraining: it needs objective.name 'wav2vec2' and "
+            f"model.frontend 'conv', got {config.objective.name!r} and {config.model.get('frontend')!r}"
+        )
     inputs = make_inputs(objectives.build(config), batch, samples)
-    if compare == "torch" and config.objective.name != "wav2vec2":
-        raise ValueError(f"--compare=torch times transformers' Wav2Vec2ForPreTraining; {config.objective.name!r} has no such reference here")
     audio_seconds = batch * samples / SAMPLE_RATE
     load_before = os.getloadavg()[0]
-    peak = matmul_peak(matmul_size)
+    peak, peak_source = device_peak(matmul_size, str(config.model.get("dtype", "float32")))
     fns, infos = {}, {}
-    fns["jax"], infos["jax"] = jax_step(config, inputs)
+    jax_fns, infos["jax"] = jax_programs(config, inputs)
+    fns.update({("jax", k): f for k, f in jax_fns.items()})
     if compare == "torch":
-        fns["torch"], infos["torch"] = torch_step(config, inputs)
+        torch_fns, infos["torch"] = torch_programs(config, inputs, infos["jax"]["params"])
+        fns.update({("torch", k): f for k, f in torch_fns.items()})
+    del infos["jax"]["params"]
     times = _interleaved_times(fns, steps)
     result = {
         "backend": jax.default_backend(),
+        "device_kind": jax.devices()[0].device_kind,
         "devices": jax.device_count(),
         "cpu_count": os.cpu_count(),
+        "dtype": str(config.model.get("dtype", "float32")),
+        "remat": str(config.model.get("remat", "none")),
         "batch": batch,
         "seconds": seconds,
-        "matmul_peak_flops": peak,
+        "rounds": steps,
+        "peak_flops": peak,
+        "peak_source": peak_source,
         "load_average": [load_before, os.getloadavg()[0]],
     }
-    for name in fns:
-        result[name] = {
-            "step_seconds": float(np.median(times[name])),
-            "best_step_seconds": float(np.min(times[name])),
-            **infos[name],
-        }
-    j = result["jax"]
-    j["audio_seconds_per_second"] = audio_seconds / j["step_seconds"]
-    j["flops_per_second"] = j["flops_per_step"] / j["step_seconds"]
-    j["fraction_of_matmul_peak"] = j["flops_per_second"] / peak
+    programs = infos["jax"].pop("programs")
+    eval_metrics = infos["jax"].pop("eval_metrics")
+    for impl in ("jax", "torch"):
+        if impl not in infos:
+            continue
+        r = result[impl] = dict(infos[impl])
+        for prog in ("fwd_bwd", "train_step"):
+            p = r[prog] = _spread(times[(impl, prog)])
+            flops = programs[prog]["flops"]  # XLA's count of the ssl_jax program: the same model
+            p["audio_seconds_per_second"] = audio_seconds / p["median"]
+            p["flops_per_second"] = flops / p["median"]
+            p["mfu"] = p["flops_per_second"] / peak
+            if impl == "jax":
+                p.update({k: v for k, v in programs[prog].items()})
     if compare == "torch":
-        t = result["torch"]
-        t["audio_seconds_per_second"] = audio_seconds / t["step_seconds"]
-        t["flops_per_second"] = j["flops_per_step"] / t["step_seconds"]  # same model, XLA's count
-        # Per-round ratios: each round's two steps ran back to back under the same load.
-        ratios = np.asarray(times["torch"]) / np.asarray(times["jax"])
-        result["speedup_vs_torch"] = t["step_seconds"] / j["step_seconds"]
-        result["speedup_per_round"] = [float(r) for r in ratios]
+        t = result.pop("torch")
+        for k in ("contrastive", "diversity"):
+            t.pop(k)
+        result["torch"] = t
+        for prog in ("fwd_bwd", "train_step"):
+            ratios = np.asarray(times[("torch", prog)]) / np.asarray(times[("jax", prog)])
+            result[f"speedup_vs_torch_{prog}"] = {
+                "median_ratio": t[prog]["median"] / result["jax"][prog]["median"],
+                "rounds": [float(x) for x in ratios],  # each round's two calls ran back to back
+            }
+        parity = {k: {"ssl_jax": float(eval_metrics[k]), "transformers": infos["torch"][k]} for k in ("contrastive", "diversity")}
+        parity["max_relative_difference"] = max(
+            abs(v["ssl_jax"] - v["transformers"]) / max(abs(v["transformers"]), 1e-12) for v in parity.values()
+        )
+        result["loss_parity"] = parity
     return result
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f}"
 
 
 def format_result(r: dict) -> str:
     lines = [
-        f"{r['batch']} x {r['seconds']:.1f} s audio, backend {r['backend']} ({r['devices']} device(s), {r['cpu_count']} CPUs)",
-        f"matmul peak: {r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s",
-        f"{'impl':<8}{'step s':>10}{'audio s/s':>12}{'GFLOP/s':>10}{'% peak':>9}",
+        f"{r['batch']} x {r['seconds']:.1f} s audio, {r['dtype']}, remat {r['remat']}, backend {r['backend']} "
+        f"({r['devices']} x {r['device_kind']}, {r['cpu_count']} CPUs), median of {r['rounds']} alternating rounds",
+        f"peak: {r['peak_flops'] / 1e9:.1f} GFLOP/s ({r['peak_source']})",
+        f"{'impl':<8}{'program':<12}{'median s':>10}{'min-max s':>15}{'audio s/s':>11}{'GFLOP/s':>10}{'MFU':>7}",
     ]
     for name in ("jax", "torch"):
-        if name in r:
-            x = r[name]
-            lines.append(
-                f"{name:<8}{x['step_seconds']:>10.3f}{x['audio_seconds_per_second']:>12.2f}"
-                f"{x['flops_per_second'] / 1e9:>10.1f}{100 * x['flops_per_second'] / r['matmul_peak_flops']:>8.0f}%"
-            )
-    if "speedup_vs_torch" in r:
-        lines.append(f"ssl_jax is {r['speedup_vs_torch']:.2f}x the speed of transformers' Wav2Vec2ForPreTraining")
-        rounds = " ".join(f"{x:.2f}" for x in r["speedup_per_round"])
-        lines.append(f"  ratio in each round (steps alternate): {rounds}")
+        for prog in ("fwd_bwd", "train_step"):
+            if name in r:
+                x = r[name][prog]
+                lines.append(
+                    f"{name:<8}{prog:<12}{x['median']:>10.3f}{x['min']:>7.3f}-{x['max']:<7.3f}"
+                    f"{x['audio_seconds_per_second']:>11.2f}{x['flops_per_second'] / 1e9:>10.1f}{100 * x['mfu']:>6.0f}%"
+                )
+    for prog in ("fwd_bwd", "train_step"):
+        key = f"speedup_vs_torch_{prog}"
+        if key in r:
+            rounds = " ".join(f"{x:.2f}" for x in r[key]["rounds"])
+            lines.append(f"{prog}: ssl_jax is {r[key]['median_ratio']:.2f}x transformers' speed (rounds: {rounds})")
+    if "loss_parity" in r:
+        lp = r["loss_parity"]
+        lines.append(
+            "loss parity (argmax codes, same weights, masks, distractors): "
+            + ", ".join(f"{k} {lp[k]['ssl_jax']:.6g} vs {lp[k]['transformers']:.6g}" for k in ("contrastive", "diversity"))
+            + f" (max relative difference {lp['max_relative_difference']:.1e})"
+        )
+    for prog in ("fwd_bwd", "train_step"):
+        x = r["jax"][prog]
+        lines.append(
+            f"{prog}: {x['flops']:.3g} FLOP (XLA cost analysis); MiB arguments {_mib(x['argument_bytes'])}, "
+            f"outputs {_mib(x['output_bytes'])}, scratch {_mib(x['temp_bytes'])} (compiled memory analysis)"
+        )
     lines.append(f"load average (1 min) before / after: {r['load_average'][0]:.2f} / {r['load_average'][1]:.2f}")
-    lines.append(f"FLOP per step (XLA cost analysis): {r['jax']['flops_per_step']:.3g}")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ssl_jax.config_fields import from_section
 from ssl_jax.models.feature_extractor import LN_EPS, FeatureExtractor, conv_output_lengths
 from ssl_jax.models.frontends import LogMelFrontend, UnitFrontend, logmel_frame_lengths
-from ssl_jax.models.transformer import TransformerEncoder
+from ssl_jax.models.transformer import TransformerEncoder, remat_policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +64,7 @@ class EncoderConfig:
     codevector_dim: int = 256
     proj_codevector_dim: int = 256
     dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"  # what a layer keeps for backward: transformer.REMAT_POLICIES
     architecture: str = "transformer"  # other encoders: ARCHITECTURES below
 
     def __post_init__(self):
@@ -87,6 +87,7 @@ class EncoderConfig:
         if self.codevector_dim % self.num_codevector_groups:
             raise ValueError("codevector_dim must be divisible by num_codevector_groups")
         jnp.dtype(self.dtype)  # raises on an unknown dtype name
+        object.__setattr__(self, "remat", remat_policy(self.remat))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "EncoderConfig":

@@ -30,7 +30,7 @@ import numpy as np
 from ssl_jax.config_fields import from_section
 from ssl_jax.models.encoder import EncoderOutput
 from ssl_jax.models.frontends import NORMS, LogMelFrontend, logmel_frame_lengths
-from ssl_jax.models.transformer import ACTIVATION_AXES, EncoderLayer, layer_norm
+from ssl_jax.models.transformer import ACTIVATION_AXES, EncoderLayer, layer_norm, remat_layer, remat_policy
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Config:
     num_heads: int = 12
     intermediate_size: int = 3072
     dtype: str = "float32"
-    remat: bool = False
+    remat: str = "none"  # transformer.REMAT_POLICIES
 
     def __post_init__(self):
         if self.architecture != "patches":
@@ -77,6 +77,7 @@ class Config:
         if self.dim % self.num_heads:
             raise ValueError(f"model.dim={self.dim} is not divisible by model.num_heads={self.num_heads}")
         jnp.dtype(self.dtype)  # raises on an unknown dtype name
+        object.__setattr__(self, "remat", remat_policy(self.remat))
 
     @classmethod
     def from_config(cls, cfg: Any) -> "Config":
@@ -181,7 +182,7 @@ class Encoder(nn.Module):
         )
         self.cls_token = self.param("cls_token", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("embed",)),
                                     (cfg.dim,))
-        layer_cls = nn.remat(EncoderLayer, static_argnums=(4,)) if cfg.remat else EncoderLayer
+        layer_cls = remat_layer(EncoderLayer, cfg.remat, static_argnums=(4,))
         self.layers = [
             layer_cls(cfg.dim, cfg.num_heads, cfg.intermediate_size, layer_norm_first=True, dtype=dtype)
             for _ in range(cfg.num_layers)

@@ -32,6 +32,36 @@ FFN_COLLECTION = "ffn_outputs"
 FFN_OUTPUT = "ffn_output"
 
 
+# `model.remat`: what a rematerialised layer keeps from its forward pass for the backward pass.
+# "none" runs no remat; the rest name `jax.checkpoint_policies` ("full" = save nothing).
+REMAT_POLICIES = (
+    "none",
+    "full",
+    "nothing_saveable",
+    "dots_saveable",
+    "dots_with_no_batch_dims_saveable",
+    "everything_saveable",
+)
+
+
+def remat_policy(value: Any) -> str:
+    """The policy name for a `model.remat` value (a name above; True/False as "full"/"none")."""
+    if isinstance(value, bool):
+        return "full" if value else "none"
+    if value not in REMAT_POLICIES:
+        raise ValueError(f"model.remat must be one of {REMAT_POLICIES}, got {value!r}")
+    return value
+
+
+def remat_layer(cls: type[nn.Module], policy: str, static_argnums: tuple[int, ...]) -> type[nn.Module]:
+    """`cls` itself, or rematerialised under the named policy (`remat_policy`)."""
+    policy = remat_policy(policy)
+    if policy == "none":
+        return cls
+    name = "nothing_saveable" if policy == "full" else policy
+    return nn.remat(cls, static_argnums=static_argnums, policy=getattr(jax.checkpoint_policies, name))
+
+
 def _dense(features: int, axes: tuple[str | None, str | None], dtype, name: str) -> nn.Dense:
     return nn.Dense(
         features,
@@ -76,25 +106,34 @@ class SelfAttention(nn.Module):
         position_bias: [heads, frames, frames] or None -> [batch, frames, dim]."""
         b, t, _ = x.shape
         hd = self.dim // self.num_heads
-        def heads(y):  # [batch, heads, frames, head_dim]: q k^T and p v as plain batched matmuls
-            return jnp.transpose(y.reshape(b, t, self.num_heads, hd), (0, 2, 1, 3))
 
-        q = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "q_proj")(x) * (hd**-0.5))
-        k = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "k_proj")(x))
-        v = heads(_dense(self.dim, ("embed", "heads"), self.dtype, "v_proj")(x))
-        scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
+        q = _dense(self.dim, ("embed", "heads"), self.dtype, "q_proj")(x).reshape(b, t, self.num_heads, hd)
+        k = _dense(self.dim, ("embed", "heads"), self.dtype, "k_proj")(x).reshape(b, t, self.num_heads, hd)
+        v = _dense(self.dim, ("embed", "heads"), self.dtype, "v_proj")(x).reshape(b, t, self.num_heads, hd)
+        bias = None
         if position_bias is not None:
             if self.gated_bias:
-                scores = scores + PositionBiasGate(self.num_heads, self.dtype, name="gate")(x, position_bias)
+                bias = PositionBiasGate(self.num_heads, self.dtype, name="gate")(x, position_bias)
             else:
-                scores = scores + position_bias[None].astype(jnp.float32)
+                bias = position_bias[None]
+            bias = bias.astype(jnp.float32)
+        if deterministic or self.dropout == 0.0:
+            # XLA's fused attention on CPU/TPU; cuDNN's flash attention on GPUs for bf16/fp16.
+            # Scores and softmax are float32 for float32 inputs; the padding mask hides keys.
+            out = jax.nn.dot_product_attention(
+                q, k, v, bias=None if bias is None else bias.astype(q.dtype), mask=mask[:, None, None, :]
+            )
+            return _dense(self.dim, ("heads", "embed"), self.dtype, "out_proj")(out.reshape(b, t, self.dim))
+        # Attention-probability dropout: the explicit form (dot_product_attention has none).
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q * (hd**-0.5), k).astype(jnp.float32)
+        if bias is not None:
+            scores = scores + bias
         # Padding as an additive [batch, 1, 1, keys] bias: cheaper than a select over the full
         # scores tensor, and its gradient is free.
         key_bias = jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
-        scores = scores + key_bias[:, None, None, :]
-        probs = jax.nn.softmax(scores, axis=-1)
+        probs = jax.nn.softmax(scores + key_bias[:, None, None, :], axis=-1)
         probs = nn.Dropout(self.dropout)(probs, deterministic=deterministic).astype(self.dtype)
-        out = jnp.einsum("bhqk,bhkd->bqhd", probs, v).reshape(b, t, self.dim)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, self.dim)
         return _dense(self.dim, ("heads", "embed"), self.dtype, "out_proj")(out)
 
 
@@ -225,9 +264,7 @@ class TransformerEncoder(nn.Module):
                 cfg.relative_position_buckets, cfg.relative_position_max_distance, cfg.num_heads, name="rel_pos_bias"
             )(x.shape[1])
 
-        layer_cls = EncoderLayer
-        if cfg.remat:
-            layer_cls = nn.remat(EncoderLayer, static_argnums=(4,))
+        layer_cls = remat_layer(EncoderLayer, cfg.remat, static_argnums=(4,))
         layerdrop = not deterministic and cfg.layerdrop > 0.0 and not self.is_initializing()
         hidden_states, kept = [x], []
         for i in range(cfg.num_layers):

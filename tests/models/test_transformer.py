@@ -60,25 +60,60 @@ def test_layerdrop_and_dropout_need_rng_and_change_outputs():
     assert not np.allclose(outs[0][-1], hs[-1])
 
 
-def test_remat_and_bfloat16_match():
+def _grad_of_projection(cfg, params, x, mask):
+    """Gradient of a random projection of the last layer's output (not its squared norm: after a
+    post-LN layer that norm hardly depends on the layer, so its gradient would be rounding noise),
+    with dropout and LayerDrop drawing from a fixed `dropout` key."""
+    r = jax.random.normal(jax.random.key(4), x.shape)
+
+    def loss(p):
+        hs, _ = TransformerEncoder(cfg).apply(p, x, mask, deterministic=False, rngs={"dropout": jax.random.key(3)})
+        return jnp.sum(hs[-1] * r)
+
+    return jax.jit(jax.grad(loss))(params)
+
+
+def test_remat_policies_match():
     x = jax.random.normal(jax.random.key(1), (2, 10, 16))
     mask = jnp.ones((2, 10), bool)
     _, p, (hs, _) = _run(BASE, x, mask)
-    hs_r, _ = TransformerEncoder(dataclasses.replace(BASE, remat=True)).apply(p, x, mask)
-    np.testing.assert_allclose(hs_r[-1], hs[-1], atol=1e-6)
-    # Under remat, dropout and LayerDrop still draw from the `dropout` stream and gradients agree.
-    # A random projection of the output, not its squared norm: after a post-LN layer that norm
-    # hardly depends on the layer, so its gradient would be rounding noise.
-    r = jax.random.normal(jax.random.key(4), x.shape)
+    g = _grad_of_projection(BASE, p, x, mask)
+    for policy in ("full", "dots_saveable"):
+        hs_r, _ = TransformerEncoder(dataclasses.replace(BASE, remat=policy)).apply(p, x, mask)
+        np.testing.assert_allclose(hs_r[-1], hs[-1], atol=1e-6)
+        g_r = _grad_of_projection(dataclasses.replace(BASE, remat=policy), p, x, mask)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6), g, g_r)
 
-    def loss(params, cfg):
-        hs, _ = TransformerEncoder(cfg).apply(params, x, mask, deterministic=False, rngs={"dropout": jax.random.key(3)})
-        return jnp.sum(hs[-1] * r)
 
-    g = jax.jit(jax.grad(loss), static_argnums=1)(p, BASE)
-    g_r = jax.jit(jax.grad(loss), static_argnums=1)(p, dataclasses.replace(BASE, remat=True))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6), g, g_r)
-    hs_b, _ = TransformerEncoder(dataclasses.replace(BASE, dtype="bfloat16")).apply(p, x, mask)
+def test_remat_policies_recompute_what_they_do_not_save():
+    # XLA's cost analysis of the backward pass: "full" recomputes every layer's forward, including
+    # its matmuls; "dots_saveable" keeps the matmul outputs, so it recomputes less. (The memory
+    # this buys shows on accelerators; XLA:CPU's buffer assignment keeps about the same scratch.)
+    cfg = dataclasses.replace(BASE, hidden_size=64, intermediate_size=256, num_heads=4, num_layers=2, layerdrop=0.0)
+    x = jax.random.normal(jax.random.key(1), (2, 50, 64))
+    mask = jnp.ones(x.shape[:2], bool)
+    p = TransformerEncoder(cfg).init(jax.random.key(0), x, mask)
+
+    def flops(policy):
+        c = dataclasses.replace(cfg, remat=policy)
+        fn = jax.jit(jax.grad(lambda q: jnp.sum(TransformerEncoder(c).apply(q, x, mask)[1] ** 2)))
+        cost = fn.lower(p).compile().cost_analysis()
+        return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+
+    none, full, dots = flops("none"), flops("full"), flops("dots_saveable")
+    assert full > 1.2 * none and none < dots < full
+    with pytest.raises(ValueError, match="dots_saveable"):
+        dataclasses.replace(cfg, remat="dot_saveable")
+    assert dataclasses.replace(cfg, remat=True).remat == "full"  # configs written before the names
+
+
+def test_bfloat16_compute_float32_parameters():
+    x = jax.random.normal(jax.random.key(1), (2, 10, 16))
+    mask = jnp.ones((2, 10), bool)
+    _, p, (hs, _) = _run(BASE, x, mask)
+    mod = TransformerEncoder(dataclasses.replace(BASE, dtype="bfloat16"))
+    assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(mod.init(jax.random.key(0), x, mask)))
+    hs_b, _ = mod.apply(p, x, mask)
     assert hs_b[-1].dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(hs_b[-1], np.float32), hs[-1], atol=0.1)
 
