@@ -44,10 +44,10 @@ def parts(batch: int, seconds: float) -> dict:
     cfg = EncoderConfig.from_config(config.model)
     out = {}
 
-    # Full step: the same callables `python -m ssl_jax.bench --compare=torch` times.
-    jfull, jinfo = bench.jax_step(config, inputs)
-    tfull, _ = bench.torch_step(config, inputs)
-    out["full step"] = (jfull, tfull, jinfo["flops_per_step"])
+    # Forward+backward of the whole objective: what `python -m ssl_jax.bench --compare=torch` times.
+    jax_fns, jinfo = bench.jax_programs(config, inputs)
+    torch_fns, _ = bench.torch_programs(config, inputs, jinfo["params"])
+    out["full step"] = (jax_fns["fwd_bwd"], torch_fns["fwd_bwd"], jinfo["programs"]["fwd_bwd"]["flops"])
 
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 

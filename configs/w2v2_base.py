@@ -128,6 +128,9 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.train.abx_probe = config_dict.ConfigDict(dict(speakers=0, triplets=4000, seed=0, path=""))
     c.train.checkpoint_every = 5000
     c.train.keep_checkpoints = 3
+    # XLA's persistent compilation cache: "" = $SSL_JAX_CACHE/xla (shared by runs), "off", or a
+    # folder. Every bucket shape is compiled at start-up; a resumed run reads them back.
+    c.train.compilation_cache = ""
     # Warm start: any ssl_jax checkpoint (a workdir, a step folder, or one converted from
     # transformers/fairseq/torchaudio); its encoder, and heads where shapes match, with fresh
     # optimizer state. Empty: random initialisation.

@@ -39,9 +39,14 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tiny_corpus, tiny_eval_co
     the whole history: a resumed run matches only if the teacher is restored exactly."""
     cfg = _config(tiny_corpus, "data2vec2")
     cfg.train.abx_probe.update(dict(speakers=2, triplets=200, path=tiny_eval_corpus))
+    cfg.train.compilation_cache = str(tmp_path / "xla")
     full = loop.train(cfg, str(tmp_path / "full"), progress=False)
     assert full["steps"] == 6 and full["train_compiles"] == 1 and full["skipped_updates"] == 0
     assert full["mesh"] == {"data": 2, "fsdp": 4, "tensor": 1}
+    # Train and eval steps compiled at start-up (none mid-run), each written to the cache.
+    assert full["compiles"] == 2 and full["late_compiles"] == 0
+    assert full["compilation_cache"]["hits"] == 0 and full["compilation_cache"]["writes"] == 2
+    assert all(p["flops"] > 0 and p["argument_bytes"] > 0 for p in full["programs"].values())
 
     cfg.train.eval_batches = 0  # evaluation is checked on the full run; skip its compile here
     cfg.train.abx_probe.speakers = 0
@@ -50,6 +55,8 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tiny_corpus, tiny_eval_co
     assert sorted(int(d) for d in os.listdir(tmp_path / "split" / "checkpoints")) == [3, 4]
     resumed = loop.train(cfg, str(tmp_path / "split"), progress=False)
     assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
+    # Every program of the resumed run comes from the persistent cache.
+    assert resumed["compiles"] == 1 and resumed["compilation_cache"]["hits"] == 1 and resumed["late_compiles"] == 0
 
     def losses(name):
         return {r["step"]: r["loss"] for r in read_metrics(str(tmp_path / name)) if "loss" in r}

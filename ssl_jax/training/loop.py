@@ -27,6 +27,7 @@ from ssl_jax.parallel import mesh as mesh_lib
 from ssl_jax.parallel import sharding as sharding_lib
 from ssl_jax.training import abx_probe
 from ssl_jax.training import checkpoint as ckpt_lib
+from ssl_jax.training import compiled as compiled_lib
 from ssl_jax.training import state as state_lib
 from ssl_jax.training.logging import MetricLogger
 from ssl_jax.training.optimizer import NO_GRADIENT, hold, make_optimizer
@@ -183,6 +184,24 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
     return train_step
 
 
+def abstract_batch(host_batch: dict, global_rows: int, mesh, rules, length: int | None = None) -> dict:
+    """`jax.ShapeDtypeStruct`s of the global device batch a host batch becomes (`shard_batch`),
+    its sample axis set to `length` when given."""
+    out = {}
+    for k, v in host_batch.items():
+        shape = (global_rows, *(v.shape[1:] if length is None else (length, *v.shape[2:])))
+        out[k] = jax.ShapeDtypeStruct(shape, v.dtype, sharding=sharding_lib.batch_sharding(mesh, v.ndim, rules))
+    return out
+
+
+def bucket_batches(host_batch: dict, batches: Any, config: Any, mesh, rules) -> list[dict]:
+    """The abstract train batch of every bucket length the iterator can yield (keys and dtypes
+    from `host_batch`, one batch it yielded)."""
+    host_batch = {k: np.asarray(host_batch[k]) for k in BATCH_KEYS + OPTIONAL_KEYS if k in host_batch}
+    lengths = getattr(getattr(batches, "plan", None), "buckets", None) or [host_batch["audio"].shape[1]]
+    return [abstract_batch(host_batch, config.train.batch_size, mesh, rules, int(n)) for n in lengths]
+
+
 def make_eval_step(objective: Any) -> Callable:
     """`eval_step((params, objective_state), batch, rng) -> metrics`: deterministic model, masks from `rng`."""
 
@@ -193,43 +212,6 @@ def make_eval_step(objective: Any) -> Callable:
         return dict(metrics, loss=loss)
 
     return eval_step
-
-
-class CompiledSteps:
-    """Jitted steps compiled ahead of time, once per batch shape; counts compilations."""
-
-    def __init__(self, fn: Callable, in_shardings: Callable, out_shardings: Any, donate: tuple[int, ...] = ()):
-        self._jitted_for = {}
-        self._fn, self._in, self._out, self._donate = fn, in_shardings, out_shardings, donate
-        self._compiled: dict[Any, Any] = {}
-        self.compile_seconds = 0.0
-        self.flops: dict[Any, float] = {}
-
-    @property
-    def count(self) -> int:
-        return len(self._compiled)
-
-    def __call__(self, *args):
-        key = tuple((k, v.shape) for k, v in sorted(args[1].items()))
-        if key not in self._compiled:
-            t = time.time()
-            jitted = jax.jit(self._fn, in_shardings=self._in(args[1]), out_shardings=self._out, donate_argnums=self._donate)
-            compiled = jitted.lower(*args).compile()
-            self.compile_seconds += time.time() - t
-            cost = compiled.cost_analysis()
-            cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
-            self.flops[key] = float((cost or {}).get("flops", float("nan")))
-            mem = compiled.memory_analysis()
-            log.info(
-                "compiled %s for %s in %.1fs: %.3g FLOP, temp %s bytes",
-                getattr(self._fn, "__name__", "step"),
-                key,
-                time.time() - t,
-                self.flops[key],
-                getattr(mem, "temp_size_in_bytes", "?"),
-            )
-            self._compiled[key] = compiled
-        return self._compiled[key](*args)
 
 
 # ----------------------------------------------------------------------------- loop
@@ -247,7 +229,7 @@ def _audio_seconds(batch: dict) -> float:
     return float(batch["audio_mask"].sum()) / SAMPLE_RATE
 
 
-def _mean_eval(eval_step: CompiledSteps, variables: Any, batches: list[dict], mesh, key_for: Callable[[int], jax.Array]) -> dict:
+def _mean_eval(eval_step: compiled_lib.CompiledSteps, variables: Any, batches: list[dict], mesh, key_for: Callable[[int], jax.Array]) -> dict:
     """Masked-frame-weighted mean of the eval metrics over fixed held-out batches."""
     sums: dict[str, float] = {}
     weight_total = 0.0
@@ -344,20 +326,34 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
             objective.start_state, out_shardings=state_shardings.objective_state
         )(state.objective_state, state.params))
 
-    # Compiled steps.
+    # Compiled steps: every bucket shape, before the first step.
+    cache_dir = compiled_lib.use_persistent_cache(str(config.train.get("compilation_cache", "")))
     replicated = sharding_lib.replicated(mesh)
     step_rng = key_on_mesh(1, 0)
     batch_in = lambda b: sharding_lib.batch_shardings(b, mesh, rules)  # noqa: E731
-    train_step = CompiledSteps(
+    train_step = compiled_lib.CompiledSteps(
         make_train_step(objective, tx, schedule, grad_accum),
         lambda b: (state_shardings, batch_in(b), replicated),
         (state_shardings, replicated),
         donate=(0,),
     )
-    eval_step = CompiledSteps(
+    eval_step = compiled_lib.CompiledSteps(
         make_eval_step(objective),
         lambda b: ((state_shardings.params, state_shardings.objective_state), batch_in(b), replicated),
         replicated,
+    )
+
+    first_batch = next(batches) if start_step < total_steps else None  # the first step's batch
+    if first_batch is not None:
+        train_step.precompile([(state, b, step_rng) for b in bucket_batches(first_batch, batches, config, mesh, rules)])
+    eval_step.precompile([
+        ((state.params, state.objective_state), abstract_batch(b, config.train.batch_size, mesh, rules), step_rng)
+        for b in held_out
+    ])
+    log.info(
+        "compiled %d programs at start-up in %.1f s; %d found in the persistent compilation cache (%s)",
+        train_step.count + eval_step.count, train_step.compile_seconds + eval_step.compile_seconds,
+        train_step.cache_hits + eval_step.cache_hits, cache_dir or "off",
     )
 
     logger = MetricLogger(workdir, resume_step=start_step, enabled=is_main)
@@ -393,7 +389,10 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     audio_total, stopped_early, last_metrics = 0.0, False, {}
     try:
         while step < total_steps:
-            host_batch = next(batches)
+            if first_batch is not None:
+                host_batch, first_batch = first_batch, None
+            else:
+                host_batch = next(batches)
             batch = {k: np.asarray(host_batch[k]) for k in BATCH_KEYS + OPTIONAL_KEYS if k in host_batch}
             audio_since_log += _audio_seconds(batch) * jax.process_count()
             device_batch = sharding_lib.shard_batch(batch, mesh, rules)
@@ -441,7 +440,16 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         "wall_seconds": time.time() - t_start,
         "compiles": train_step.count + eval_step.count,
         "train_compiles": train_step.count,
+        "late_compiles": train_step.late + eval_step.late,
         "compile_seconds": train_step.compile_seconds + eval_step.compile_seconds,
+        "compilation_cache": {
+            "dir": cache_dir,
+            "hits": train_step.cache_hits + eval_step.cache_hits,
+            "writes": train_step.cache_writes + eval_step.cache_writes,
+        },
+        "programs": {
+            f"{fn.name} {dict(key)}": facts for fn in (train_step, eval_step) for key, facts in fn.facts.items()
+        },
         "skipped_updates": int(jax.device_get(state.skipped)),
         "num_params": int(num_params),
         "devices": jax.device_count(),
@@ -487,8 +495,9 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"steps {summary['steps']} (resumed from {summary['resumed_from']})"
         + (" - stopped early, checkpoint saved" if summary["stopped_early"] else ""),
-        f"wall time {summary['wall_seconds']:.0f}s, {summary['compiles']} compilations "
-        f"({summary['train_compiles']} train-step shapes, {summary['compile_seconds']:.0f}s compiling)",
+        f"wall time {summary['wall_seconds']:.0f}s, {summary['compiles']} programs "
+        f"({summary['train_compiles']} train-step shapes, {summary['compile_seconds']:.0f}s compiling, "
+        f"{summary['compilation_cache']['hits']} from the persistent cache, {summary['late_compiles']} compiled mid-run)",
         f"params {summary['num_params']:,} on {summary['devices']} device(s), mesh {summary['mesh']}",
         f"skipped non-finite updates: {summary['skipped_updates']}",
     ]
