@@ -57,6 +57,7 @@ from ssl_jax.data import spec_augment
 from ssl_jax.models.frontends import LogMelFrontend
 from ssl_jax.models.transformer import LAYERDROP_COLLECTION
 from ssl_jax.objectives import ema, layerdrop_metrics, masking, register
+from ssl_jax.objectives.vectors import l2_normalize
 
 LEVELS = ("clip", "frame")
 SAMPLE_RATE = 16_000
@@ -276,14 +277,10 @@ class AtstModel(nn.Module):
         return z, weights, out
 
 
-def _normalize(x: jax.Array) -> jax.Array:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
-
-
 def byol_loss(pred: jax.Array, target: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(mean of 2 - 2 cos(pred, target), mean cosine), weighted by `weights` [...]; pred and
     target [..., dim]."""
-    cos = (_normalize(pred.astype(jnp.float32)) * _normalize(target.astype(jnp.float32))).sum(-1)
+    cos = (l2_normalize(pred.astype(jnp.float32)) * l2_normalize(target.astype(jnp.float32))).sum(-1)
     n = jnp.maximum(weights.sum(), 1.0)
     return ((2.0 - 2.0 * cos) * weights).sum() / n, (cos * weights).sum() / n
 
@@ -428,8 +425,8 @@ class AtstObjective(ema.EmaObjective):
 
         support = None if self.level == "clip" else weights > 0
         metrics = {"cosine": cosine, "ema_decay": self.ema(step), "masked_frames": weights.sum()}
-        metrics.update(ema.spread(_normalize(target), support, "target"))
-        metrics.update(ema.spread(_normalize(pred), support, "pred"))
+        metrics.update(ema.spread(l2_normalize(target), support, "target"))
+        metrics.update(ema.spread(l2_normalize(pred), support, "pred"))
         if self.level == "frame":
             valid = jnp.arange(frames)[None, :] < lengths[:batch_size, None]
             metrics["masked_fraction"] = (mask[:batch_size] & valid).sum() / jnp.maximum(valid.sum(), 1)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from ssl_jax.models.frontends import LogMelFrontend
 from ssl_jax.objectives import layerdrop_metrics, register
 from ssl_jax.objectives.masked import MaskedObjective
+from ssl_jax.objectives.vectors import l2_normalize
 
 
 class CodePredictionModel(nn.Module):
@@ -65,8 +66,7 @@ def quantize(frames: jax.Array, valid: jax.Array, projection: jax.Array, codeboo
     var = (jnp.square(x - mean) * v).sum(1, keepdims=True) / count
     x = (x - mean) * jax.lax.rsqrt(var + 1e-5)
     proj = jnp.einsum("btd,cde->cbte", x, projection)
-    proj = proj / jnp.maximum(jnp.linalg.norm(proj, axis=-1, keepdims=True), 1e-8)
-    books = codebooks / jnp.maximum(jnp.linalg.norm(codebooks, axis=-1, keepdims=True), 1e-8)
+    proj, books = l2_normalize(proj), l2_normalize(codebooks)
     return jnp.argmax(jnp.einsum("cbte,cke->cbtk", proj, books), axis=-1).astype(jnp.int32)
 
 

@@ -33,6 +33,7 @@ from ssl_jax.models import audio_cnn
 from ssl_jax.models.encoder import config_from
 from ssl_jax.objectives import STATE_INPUT, register
 from ssl_jax.objectives.ema import EmaObjective, spread
+from ssl_jax.objectives.vectors import l2_normalize
 
 _BN_EPS = 1e-5
 
@@ -61,12 +62,6 @@ class MLPHead(nn.Module):
         bias = self.param("bn_bias", nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)), (self.hidden,))
         h = nn.relu((h - mean) * jax.lax.rsqrt(var + _BN_EPS) * scale + bias)
         return _dense(self.out, ("mlp", "embed"), "fc2")(h)
-
-
-def _unit(x: jax.Array) -> jax.Array:
-    """x / ||x|| over the last axis (float32)."""
-    x = x.astype(jnp.float32)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
 
 
 @register("byola")
@@ -162,7 +157,7 @@ class ByolaObjective(EmaObjective):
         teacher = jax.lax.stop_gradient(state["teacher"])
         _, target = self._embed(teacher, views, False, None)
         target = jax.lax.stop_gradient(target)
-        p, target = _unit(p), _unit(target)
+        p, target = l2_normalize(p), l2_normalize(target)
         cos = (p * target[::-1]).sum(-1)  # [2, batch]: view 1's prediction of view 2's target, and back
         w = valid.astype(jnp.float32)
         n = jnp.maximum(w.sum(), 1.0)

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from ssl_jax import kmeans
 from ssl_jax.objectives import layerdrop_metrics, register, targets
 from ssl_jax.objectives.masked import MaskedObjective, rebox
+from ssl_jax.objectives.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,7 @@ def cosine_logits(x: jax.Array, embeddings: jax.Array, temperature: float) -> ja
     `temperature`: [batch, frames, k]."""
     x = x.astype(jnp.float32)
     e = embeddings.astype(jnp.float32)
-    x = x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-8)
-    e = e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-8)
+    x, e = l2_normalize(x), l2_normalize(e)
     return jnp.einsum("btd,kd->btk", x, e) / temperature
 
 

@@ -33,6 +33,7 @@ from ssl_jax.models import patch_encoder
 from ssl_jax.models.transformer import ACTIVATION_AXES, EncoderLayer, layer_norm
 from ssl_jax.objectives import register
 from ssl_jax.objectives.ema import EmaObjective, spread
+from ssl_jax.objectives.vectors import l2_normalize
 
 _TARGET_NORMS = ("layer", "none")
 
@@ -141,10 +142,6 @@ def standardize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
     """Zero mean, unit variance over the last axis (no learned scale): [..., dim]."""
     mean = x.mean(-1, keepdims=True)
     return (x - mean) * jax.lax.rsqrt(jnp.square(x - mean).mean(-1, keepdims=True) + eps)
-
-
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 @register("m2d")

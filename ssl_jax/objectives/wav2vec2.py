@@ -23,6 +23,7 @@ import numpy as np
 from ssl_jax.models.transformer import LAYERDROP_COLLECTION
 from ssl_jax.objectives import layerdrop_metrics, masking, register
 from ssl_jax.objectives.masked import MaskedObjective
+from ssl_jax.objectives.vectors import l2_normalize
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
@@ -105,8 +106,7 @@ def contrastive_logits(context, targets, neg_idx, *, kappa: float, cross_idx=Non
     """
     c = context.astype(jnp.float32)
     q = targets.astype(jnp.float32)
-    c = c / jnp.maximum(jnp.linalg.norm(c, axis=-1, keepdims=True), 1e-8)
-    q = q / jnp.maximum(jnp.linalg.norm(q, axis=-1, keepdims=True), 1e-8)
+    c, q = l2_normalize(c), l2_normalize(q)
     # One [frames, frames] similarity matrix per utterance, then gathers: far cheaper than
     # gathering K target vectors per frame.
     sim = jnp.einsum("btd,bsd->bts", c, q)

@@ -71,6 +71,22 @@ def test_logits_positive_first_and_equal_targets_blocked():
     assert np.isfinite(logits[0, 1, [0, 2]]).all()
 
 
+def test_zero_vectors_have_finite_gradients():
+    # A silent or padded frame can give an all-zero context or target vector.
+    rng = np.random.default_rng(0)
+    c = jnp.asarray(rng.standard_normal((1, 4, 3)), jnp.float32).at[0, 2].set(0.0)
+    q = jnp.asarray(rng.standard_normal((1, 4, 3)), jnp.float32).at[0, 1].set(0.0)
+    idx = jnp.asarray(np.tile(np.array([1, 3])[None, None], (1, 4, 1)))
+
+    def loss(c, q):
+        logits = contrastive_logits(c, q, idx, kappa=0.1)
+        return jnp.sum(jax.nn.logsumexp(logits, -1) - logits[..., 0])
+
+    gc, gq = jax.grad(loss, argnums=(0, 1))(c, q)
+    assert np.isfinite(np.asarray(gc)).all() and np.isfinite(np.asarray(gq)).all()
+    assert np.abs(np.asarray(gc[0, 2])).sum() > 0  # the zero frame still learns
+
+
 @pytest.fixture(scope="module")
 def layer_norm_objective():
     cfg = tiny_config(feat_extract_norm="layer", conv_bias=True)
