@@ -100,6 +100,9 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.data.normalize = False  # BASE: no per-utterance normalisation (LARGE: True)
     c.data.num_workers = 4
     c.data.num_buckets = 4
+    # Records the reader cannot use (undecodable, not mono, non-finite) are skipped and logged;
+    # past this share of the records read the run stops with an error.
+    c.data.max_unreadable_fraction = 0.05
     # Augmentation of training batches (ssl_jax/data/augment.py), drawn per utterance from the
     # data seed on the host. The paper uses none: every probability is 0 here. A probability
     # turns its transform on with the ranges beside it, e.g. --config.data.augment.noise.prob=0.5.

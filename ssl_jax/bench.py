@@ -25,6 +25,8 @@ from typing import Any, Callable
 from absl import app, flags
 from ml_collections import config_flags
 
+from ssl_jax.data.shards import SAMPLE_RATE
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe whose model is timed.", lock_config=True)
 _COMPARE = flags.DEFINE_enum("compare", None, ["torch"], "Also time the PyTorch reference.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of the table.")
@@ -33,7 +35,6 @@ _SECONDS = flags.DEFINE_float("seconds", 8.0, "Seconds of audio per utterance.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed rounds (after one warm-up call of each program).")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Largest square matmul of the CPU peak measurement.")
 
-SAMPLE_RATE = 16_000
 
 # Dense bf16 peak FLOP/s per chip from the vendors' datasheets, by `jax.Device.device_kind` prefix.
 DATASHEET_BF16_PEAK = {

@@ -36,10 +36,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from ssl_jax import kmeans
+from ssl_jax.data.shards import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 SILENCE = "<sil>"
 
 

@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax.core import meta
 
+from ssl_jax.data.shards import SAMPLE_RATE
 from ssl_jax.models.encoder import EncoderConfig, config_from, encoder_module, frame_lengths
 
-SAMPLE_RATE = 16_000
 
 
 class UpstreamOutput(NamedTuple):

@@ -5,9 +5,11 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 
 from ssl_jax.training import loop
+from ssl_jax.training.checkpoint import load_state
 from ssl_jax.training.logging import read_metrics
 from tests.objectives.test_wav2vec2 import ROOT, tiny_config
 
@@ -58,12 +60,16 @@ def test_stopped_and_resumed_run_matches_uninterrupted(tiny_corpus, tiny_eval_co
     # Every program of the resumed run comes from the persistent cache.
     assert resumed["compiles"] == 1 and resumed["compilation_cache"]["hits"] == 1 and resumed["late_compiles"] == 0
 
-    def losses(name):
-        return {r["step"]: r["loss"] for r in read_metrics(str(tmp_path / name)) if "loss" in r}
+    def losses(name):  # (step, loss) in file order: a resume must not repeat or drop a step
+        return [(r["step"], r["loss"]) for r in read_metrics(str(tmp_path / name)) if "loss" in r]
 
     a, b = losses("full"), losses("split")
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
-    np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=1e-6)
+    assert [s for s, _ in a] == [s for s, _ in b] == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([v for _, v in b], [v for _, v in a], rtol=1e-6)
+    # The final train states (parameters, optimizer moments and count, EMA teacher) agree too.
+    (sa, _), (sb, _) = load_state(str(tmp_path / "full")), load_state(str(tmp_path / "split"))
+    assert jax.tree.structure(sa) == jax.tree.structure(sb) and int(sa["step"]) == 6
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7), sa, sb)
     rec = read_metrics(str(tmp_path / "full"))[-1]
     assert {"eval_target_std", "eval_pred_std", "eval_loss", "eval_abx_word", "eval_abx_word_l2"} <= set(rec)
     assert 0.0 <= rec["eval_abx_word"] <= 1.0

@@ -50,9 +50,10 @@ import numpy as np
 import scipy.fft
 import soxr
 
+from ssl_jax.data.shards import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 SPEED_OF_SOUND = 343.0  # m/s
 _SALT = 0x5A17  # separates augmentation streams from the pipeline's crop offsets
 _STREAMS = {"speed": 0, "pitch": 1, "reverb": 2, "babble": 3, "noise": 4, "telephone": 5, "mix": 6}

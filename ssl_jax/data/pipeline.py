@@ -24,8 +24,9 @@ The bracketed stages (`ssl_jax.data.augment`) exist only in training iterators w
 
 Batch (numpy): `audio` f32[batch, samples], `audio_mask` bool[batch, samples] (True = real
 sample), `lengths` int32[batch]; and, for aligning labels or frame targets, `index` int32[batch]
-(record number in the split, -1 for an empty item) and `offset` int32[batch] (crop start);
-with augmentation, `speed` f32[batch] and optionally `clean_audio` (see `train_iterator`).
+(record number in the split, -1 for an empty item), `offset` int32[batch] (crop start) and
+`unreadable` bool[batch] (a planned record the reader had to leave out: undecodable, not 1-D,
+non-finite; the item is empty); with augmentation, `speed` f32[batch] and optionally `clean_audio` (see `train_iterator`).
 Bucketing by length follows the usual sequence-bucketing practice of speech toolkits
 (e.g. fairseq's `batch_by_size`), done here with fixed shapes for `jax.jit`.
 """
@@ -240,9 +241,10 @@ class _ReadBatch(grain.transforms.Map):
         lo = self.process_index * self.batch_size
         ids = rows[j, lo:lo + self.batch_size].astype(np.int64)
         wavs = [None if idx < 0 else _load(self.source, int(idx)) for idx in ids]
+        unreadable = np.array([idx >= 0 and w is None for idx, w in zip(ids, wavs)], bool)
         return {"batch": g, "epoch": epoch, "length": int(self.planner.buckets[row_bucket[j]]),
                 "ids": ids, "rows": np.arange(lo, lo + self.batch_size, dtype=np.int64),
-                "wavs": wavs}
+                "wavs": wavs, "unreadable": unreadable}
 
 
 class _Crop(grain.transforms.Map):
@@ -293,7 +295,8 @@ class _Collate(grain.transforms.Map):
         index = np.array([-1 if w is None else i for w, i in zip(wavs, element["ids"])], np.int32)
         mask = np.arange(length)[None, :] < lengths[:, None]
         batch = {"audio": _pad(wavs, length, self.normalize), "audio_mask": mask,
-                 "lengths": lengths, "index": index, "offset": element["offset"]}
+                 "lengths": lengths, "index": index, "offset": element["offset"],
+                 "unreadable": element["unreadable"]}
         if "speed" in element:
             batch["speed"] = element["speed"]
         if "clean" in element:
@@ -344,6 +347,34 @@ def train_plan(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
                        min_samples, batch_size * process_count, seed, train=True,
                        crop_to_bucket=crop_to_bucket)
     return planner.describe(len(source))
+
+
+class UnreadableGuard:
+    """Counts the records the reader had to leave out (`unreadable` bool[batch] in every batch:
+    undecodable, not 1-D, non-finite) and stops the run once they pass a share of the records asked for: a
+    few bad files are skipped, a systematic decoding bug is not trained through.
+
+    Args:
+        max_fraction: the share of unreadable records tolerated (`data.max_unreadable_fraction`).
+        min_records: the share is judged only after this many records.
+    """
+
+    def __init__(self, max_fraction: float, min_records: int = 64):
+        self.max_fraction, self.min_records = float(max_fraction), int(min_records)
+        self.records = 0
+        self.unreadable = 0
+
+    def update(self, batch: Mapping[str, Any]) -> None:
+        """Adds a batch's counts; raises RuntimeError past the tolerated share."""
+        bad = int(np.asarray(batch.get("unreadable", False)).sum())
+        self.records += int((np.asarray(batch["index"]) >= 0).sum()) + bad
+        self.unreadable += bad
+        if self.records >= self.min_records and self.unreadable > self.max_fraction * self.records:
+            raise RuntimeError(
+                f"{self.unreadable} of the {self.records} records read so far could not be read (more than "
+                f"data.max_unreadable_fraction={self.max_fraction:g}); the log names each and why. Fix or "
+                "re-prepare the shards, or raise data.max_unreadable_fraction to train on the rest."
+            )
 
 
 def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: int,

@@ -153,9 +153,9 @@ def load_audio(path: str, min_samples: int) -> Loaded:
     """Reads one file as mono 16 kHz float32 `[samples]`, or says why it cannot be used."""
     if not os.path.exists(path):
         return Loaded(None, "missing", "no such file")
-    try:
-        import soundfile as sf
+    import soundfile as sf  # outside the try: a broken install is an error, not N unreadable files
 
+    try:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile raises several types for broken files
         return Loaded(None, "unreadable", str(e).splitlines()[0] if str(e) else type(e).__name__)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -194,7 +194,3 @@ class ShardSource:
     def __repr__(self) -> str:
         return f"ShardSource({self.shard_dir!r}, {self.split!r}, {len(self)} utterances)"
 
-
-def read_many(source: ShardSource, indices: Sequence[int]) -> list[np.ndarray]:
-    """Decoded audio of several records, `[samples]` each."""
-    return [source[i]["audio"] for i in indices]

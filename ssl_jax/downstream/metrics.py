@@ -10,19 +10,13 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+from rapidfuzz.distance import Levenshtein
 
 
 def edit_distance(ref: Sequence[Hashable], hyp: Sequence[Hashable]) -> int:
-    """Levenshtein distance (substitutions, deletions, insertions all cost 1)."""
-    if len(ref) < len(hyp):
-        ref, hyp = hyp, ref
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, start=1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, start=1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance (substitutions, deletions, insertions all cost 1) of two token
+    sequences (strings, or lists of words or phone labels), in RapidFuzz's C++."""
+    return int(Levenshtein.distance(ref, hyp))
 
 
 def error_rate(refs: Sequence[Sequence[Hashable]], hyps: Sequence[Sequence[Hashable]]) -> float:

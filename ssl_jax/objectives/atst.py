@@ -54,13 +54,13 @@ import numpy as np
 
 from ssl_jax.config_fields import from_section
 from ssl_jax.data import spec_augment
+from ssl_jax.data.shards import SAMPLE_RATE
 from ssl_jax.models.frontends import LogMelFrontend
 from ssl_jax.models.transformer import LAYERDROP_COLLECTION
 from ssl_jax.objectives import ema, layerdrop_metrics, masking, register
 from ssl_jax.objectives.vectors import l2_normalize
 
 LEVELS = ("clip", "frame")
-SAMPLE_RATE = 16_000
 BN_EPS = 1e-5
 
 

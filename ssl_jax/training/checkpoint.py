@@ -162,11 +162,10 @@ def resolve_step_dir(path: str) -> str:
     return os.path.join(path, str(max(steps)))
 
 
-def load_pretrained(path: str) -> tuple[Any, dict]:
-    """Loads `(params, config)` from a workdir, its `checkpoints` folder or a step folder.
-
-    Parameters come back as host numpy arrays (float32 as saved), whatever mesh wrote them.
-    """
+def load_state(path: str) -> tuple[dict, dict]:
+    """Loads `(state, config)` from a workdir, its `checkpoints` folder or a step folder: the
+    whole train state (`step`, `params`, `opt_state`, ...) as host numpy arrays, whatever mesh
+    wrote them."""
     step_dir = resolve_step_dir(path)
     with open(os.path.join(step_dir, "config", "metadata"), encoding="utf-8") as f:
         config = json.load(f)
@@ -175,6 +174,15 @@ def load_pretrained(path: str) -> tuple[Any, dict]:
     restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
     with ocp.PyTreeCheckpointer() as checkpointer:
         state = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    return state, config
+
+
+def load_pretrained(path: str) -> tuple[Any, dict]:
+    """Loads `(params, config)` from a workdir, its `checkpoints` folder or a step folder.
+
+    Parameters come back as host numpy arrays (float32 as saved), whatever mesh wrote them.
+    """
+    state, config = load_state(path)
     if "params" not in state:
-        raise ValueError(f"{step_dir}: the state item has no 'params' entry")
+        raise ValueError(f"{resolve_step_dir(path)}: the state item has no 'params' entry")
     return state["params"], config

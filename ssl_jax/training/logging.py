@@ -53,10 +53,6 @@ class MetricLogger:
                 self._writer.add_scalar(k, v, step=int(step))
         return rec
 
-    def flush(self) -> None:
-        if self._writer is not None:
-            self._writer.flush()
-
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()

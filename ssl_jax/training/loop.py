@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from ssl_jax import objectives
+from ssl_jax.data.shards import SAMPLE_RATE
 from ssl_jax.objectives import STATE_INPUT
 from ssl_jax.parallel import mesh as mesh_lib
 from ssl_jax.parallel import sharding as sharding_lib
@@ -34,7 +35,6 @@ from ssl_jax.training.optimizer import NO_GRADIENT, hold, make_optimizer
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 BATCH_KEYS = ("audio", "audio_mask")
 OPTIONAL_KEYS = ("clean_audio",)  # with data.augment.clean_copy: the crops before augmentation
 
@@ -108,6 +108,18 @@ def _warn_collapse(floors: dict[str, float], metrics: dict, step: int) -> None:
         )
 
 
+LOSS_FRAMES = "masked_frames"  # metrics key: frames the objective's loss averages over
+
+
+def micro_weight(metrics: dict) -> jax.Array:
+    """The weight of a micro-batch in gradient accumulation: the frames its loss averages over
+    (`LOSS_FRAMES`), plus 1e-6 so that micro-batches without any count equally instead of
+    dividing by zero; 1 for objectives that do not report it."""
+    if LOSS_FRAMES not in metrics:
+        return jnp.ones((), jnp.float32)
+    return jnp.asarray(metrics[LOSS_FRAMES], jnp.float32) + 1e-6
+
+
 def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: Callable, grad_accum: int) -> Callable:
     """`train_step(state, batch, rng) -> (state, metrics)`; a non-finite loss or gradient skips the update.
 
@@ -119,6 +131,10 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
     they were (`optimizer.hold`). With gradient accumulation a parameter is held only if every
     micro-batch marked it; one that got a gradient in some micro-batches is updated with the
     mean over all of them (zeros included), as a data-parallel all-reduce averages it.
+
+    With gradient accumulation, micro-batches are weighted by the frames their loss averages
+    over (`micro_weight`), so that a loss that is a mean over frames gets the gradient of the
+    mean over the whole batch, short micro-batches counting for their frames only.
     """
 
     def loss_and_grad(params, objective_state, batch, rng, step):
@@ -141,17 +157,23 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
 
             def body(carry, xs):
                 i, mb = xs
-                summed, no_grad = carry
+                summed, no_grad, weight = carry
                 out, (ng, inp) = loss_and_grad(state.params, state.objective_state, mb, jax.random.fold_in(rng, i), state.step)
-                return (jax.tree.map(jnp.add, summed, out), jax.tree.map(jnp.logical_and, no_grad, ng)), inp
+                w = micro_weight(out[1])
+                out = jax.tree.map(lambda x: x * w.astype(x.dtype), out)
+                return (jax.tree.map(jnp.add, summed, out), jax.tree.map(jnp.logical_and, no_grad, ng), weight + w), inp
 
             shapes = jax.eval_shape(
                 loss_and_grad, state.params, state.objective_state, jax.tree.map(lambda x: x[0], micro), rng, state.step
             )
             zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes[0])
             all_true = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes[1][0])
-            (total, no_gradient), stacked = jax.lax.scan(body, (zeros, all_true), (jnp.arange(grad_accum), micro))
-            loss, metrics, grads = jax.tree.map(lambda x: x / grad_accum, total)
+            (total, no_gradient, weight), stacked = jax.lax.scan(
+                body, (zeros, all_true, jnp.zeros((), jnp.float32)), (jnp.arange(grad_accum), micro)
+            )
+            loss, metrics, grads = jax.tree.map(lambda x: x / weight.astype(x.dtype), total)
+            if LOSS_FRAMES in metrics:
+                metrics[LOSS_FRAMES] = weight  # frames of the whole batch
             inputs = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stacked)  # micro-batches in batch order
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -239,11 +261,11 @@ def _mean_eval(eval_step: compiled_lib.CompiledSteps, variables: Any, batches: l
         with jax.transfer_guard("disallow"):
             m = eval_step(variables, device_batch, key)
         m = jax.device_get(m)
-        w = float(m["masked_frames"])
+        w = float(m[LOSS_FRAMES])
         weight_total += w
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + float(v) * w
-    return {k: v / max(weight_total, 1.0) for k, v in sums.items() if k != "masked_frames"}
+    return {k: v / max(weight_total, 1.0) for k, v in sums.items() if k != LOSS_FRAMES}
 
 
 def train(config: Any, workdir: str, *, stop_after: int | None = None, progress: bool = True) -> dict:
@@ -356,6 +378,9 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         train_step.cache_hits + eval_step.cache_hits, cache_dir or "off",
     )
 
+    from ssl_jax.data.pipeline import UnreadableGuard
+
+    unreadable = UnreadableGuard(float(config.data.get("max_unreadable_fraction", 0.05)))
     logger = MetricLogger(workdir, resume_step=start_step, enabled=is_main)
     stop = _Stop()
     previous = signal.signal(signal.SIGTERM, stop.handler) if _main_thread() else None
@@ -393,6 +418,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
                 host_batch, first_batch = first_batch, None
             else:
                 host_batch = next(batches)
+            unreadable.update(host_batch)
             batch = {k: np.asarray(host_batch[k]) for k in BATCH_KEYS + OPTIONAL_KEYS if k in host_batch}
             audio_since_log += _audio_seconds(batch) * jax.process_count()
             device_batch = sharding_lib.shard_batch(batch, mesh, rules)
@@ -451,6 +477,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
             f"{fn.name} {dict(key)}": facts for fn in (train_step, eval_step) for key, facts in fn.facts.items()
         },
         "skipped_updates": int(jax.device_get(state.skipped)),
+        "unreadable_records": unreadable.unreadable,
         "num_params": int(num_params),
         "devices": jax.device_count(),
         "mesh": dict(zip(mesh_lib.AXES, (mesh.shape[a] for a in mesh_lib.AXES))),

@@ -171,6 +171,16 @@ def test_corrupt_record_is_an_empty_item(tmp_path):
     lengths = np.concatenate([b["lengths"] for b in batches])
     assert lengths.tolist() == [8_000, 8_000, 0, 8_000, 8_000, 8_000]
     assert all(np.isfinite(b["audio"]).all() for b in batches)
+    assert [b["unreadable"].tolist() for b in batches] == [[False, False, True], [False, False, False]]  # counted, for the trainer's guard
+    # One in six is tolerated at 20%, not at 10%: the run stops with a message naming the setting.
+    guard = P.UnreadableGuard(0.2, min_records=6)
+    for b in batches:
+        guard.update(b)
+    assert (guard.records, guard.unreadable) == (6, 1)
+    guard = P.UnreadableGuard(0.1, min_records=6)
+    guard.update(batches[0])  # 1 of 3: not judged before 6 records
+    with pytest.raises(RuntimeError, match="1 of the 6 records.*data.max_unreadable_fraction=0.1"):
+        guard.update(batches[1])
 
 
 def test_errors(shards, tmp_path):

@@ -162,3 +162,27 @@ def test_objective_state_goes_into_the_loss_and_is_updated_inside_the_step(grad_
         # What the loss handed over reaches update_state whole and in batch order, not the metrics.
         np.testing.assert_array_equal(np.asarray(state.objective_state["seen"]), np.asarray(batch["x"]))
         assert STATE_INPUT not in metrics
+
+
+class _FrameMean(Objective):
+    """A loss that is a mean over the valid frames (rows) of the batch."""
+
+    def loss(self, params, batch, rng, step, train=True, state=None):
+        m = batch["valid"].astype(jnp.float32)
+        per_frame = (batch["x"] @ params["w"]) ** 2
+        frames = m.sum()
+        return (per_frame * m).sum() / jnp.maximum(frames, 1.0), {"masked_frames": frames}
+
+
+def test_gradient_accumulation_weights_micro_batches_by_their_frames():
+    optim = {"lr": 0.1, "warmup_fraction": 0.0, "schedule": "constant", "b1": 0.0, "b2": 0.98, "eps": 1.0,
+             "weight_decay": 0.0, "clip_norm": 0.0}  # large eps: the update is not scale-free
+    tx, schedule = make_optimizer(optim, 10)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3)), jnp.float32)
+    batch = {"x": x, "valid": jnp.array([True, False, True, True])}  # 1 frame, then 2
+    state = TrainState.create({"w": jnp.ones((3,))}, tx)
+    whole, m1 = jax.jit(loop.make_train_step(_FrameMean(), tx, schedule, 1))(state, batch, jax.random.key(0))
+    accum, m2 = jax.jit(loop.make_train_step(_FrameMean(), tx, schedule, 2))(state, batch, jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(accum.params["w"]), np.asarray(whole.params["w"]), rtol=1e-5)
+    np.testing.assert_allclose(float(m2["loss"]), float(m1["loss"]), rtol=1e-5)
+    assert float(m2["masked_frames"]) == pytest.approx(3.0)
