@@ -460,8 +460,8 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     import sys
 
-    from ssl_jax.training.config_check import check_overrides
+    from ssl_jax.training.config_check import check_overrides, user_errors
 
     check_overrides(sys.argv)
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    app.run(user_errors(main))

@@ -425,8 +425,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from ssl_jax.training.config_check import check_overrides
+    from ssl_jax.training.config_check import check_overrides, user_errors
 
     check_overrides(sys.argv)
     _define_flags()
-    app.run(main)
+    app.run(user_errors(main))

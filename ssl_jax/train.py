@@ -14,7 +14,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from ssl_jax.training.config_check import check_overrides
+from ssl_jax.training.config_check import check_overrides, user_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training recipe (configs/NAME.py).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, TensorBoard, metrics.jsonl.")
@@ -46,4 +46,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     check_overrides(sys.argv)
-    app.run(main)
+    app.run(user_errors(main))

@@ -1,10 +1,13 @@
-"""Command-line config overrides checked before absl parses them, for a clear error on a typo."""
+"""The command line of the entry points: config files and overrides checked before absl parses
+them, for a clear error on a typo, and user errors reported in one line."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
+from typing import Callable
 
 from ml_collections import config_dict
 
@@ -42,7 +45,8 @@ def unknown_override(config: config_dict.ConfigDict, dotted: str) -> str | None:
 
 
 def check_overrides(argv: list[str], flag: str = "config") -> None:
-    """Exits with status 2 and a clear message if a `--config.x.y=` override names no field."""
+    """Exits with status 2 and a clear message if the `--config` file does not exist or a
+    `--config.x.y=` override names no field."""
     spec, overrides = None, []
     for i, a in enumerate(argv[1:], start=1):
         if a.startswith(f"--{flag}="):
@@ -51,17 +55,37 @@ def check_overrides(argv: list[str], flag: str = "config") -> None:
             spec = argv[i + 1]
         elif a.startswith(f"--{flag}."):
             overrides.append(a[len(flag) + 3 :].split("=", 1)[0])
-    if spec is None or not overrides:
+    if spec is None:
         return
     try:
         config = load_config_file(spec)
     except FileNotFoundError as e:
-        sys.exit(f"error: {e}")
+        print(f"error: --{flag}: {e}", file=sys.stderr)
+        sys.exit(2)
     for dotted in overrides:
         message = unknown_override(config, dotted)
         if message:
             print(f"error: {message}", file=sys.stderr)
             sys.exit(2)
+
+
+# Errors a user fixes at the command line (a file or folder that is not there): one line, no traceback.
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def user_errors(main: Callable) -> Callable:
+    """Wraps an entry point's `main`: a `USER_ERRORS` exception ends the program with its message
+    on one line (`error: ...`) and exit status 2 instead of a traceback."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except USER_ERRORS as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+    return wrapped
 
 
 def run_upstream_command(fn, config_help: str, upstream_help: str) -> None:
@@ -100,4 +124,4 @@ def run_upstream_command(fn, config_help: str, upstream_help: str) -> None:
         logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-restore chatter
         fn(config.value, upstream.value, workdir.value, **kwargs)
 
-    app.run(main)
+    app.run(user_errors(main))
