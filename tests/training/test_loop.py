@@ -35,6 +35,27 @@ def test_non_finite_loss_skips_update_and_counts():
     assert not np.array_equal(np.asarray(s2.params["project_q"]["kernel"]), np.asarray(state.params["project_q"]["kernel"]))
 
 
+class _Cusp(Objective):
+    """Loss sum(cbrt(w - x)): finite everywhere, with an infinite gradient where w == x."""
+
+    def loss(self, params, batch, rng, step, train=True, state=None):
+        return jnp.sum(jnp.cbrt(params["w"] - batch["x"])), {"masked_frames": jnp.ones(())}
+
+
+def test_finite_loss_with_infinite_gradient_skips_update():
+    tx, schedule = make_optimizer({"lr": 0.1, "warmup_fraction": 0.0, "schedule": "constant", "b1": 0.9,
+                                   "b2": 0.98, "eps": 1e-6, "weight_decay": 0.0, "clip_norm": 1.0}, 10)
+    state = TrainState.create({"w": jnp.ones((3,))}, tx)
+    step = jax.jit(loop.make_train_step(_Cusp(), tx, schedule, grad_accum=1))
+    s1, m1 = step(state, {"x": jnp.array([1.0, 0.0, 0.0])}, jax.random.key(0))
+    assert np.isfinite(float(m1["loss"])) and not np.isfinite(float(m1["grad_norm"]))
+    assert int(s1.skipped) == 1
+    _same(s1.params, state.params)
+    _same(s1.opt_state, state.opt_state)  # moments and count untouched too
+    s2, m2 = step(s1, {"x": jnp.zeros(3)}, jax.random.key(0))
+    assert int(s2.skipped) == 1 and np.isfinite(float(m2["grad_norm"])) and _moved(s2.params["w"], s1.params["w"])
+
+
 def _adam(opt_state) -> optax.ScaleByAdamState:
     found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
              if isinstance(s, optax.ScaleByAdamState)]
