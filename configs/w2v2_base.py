@@ -134,6 +134,10 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     # XLA's persistent compilation cache: "" = $SSL_JAX_CACHE/xla (shared by runs), "off", or a
     # folder. Every bucket shape is compiled at start-up; a resumed run reads them back.
     c.train.compilation_cache = ""
+    # After warm-up, a logged metric under the objective's collapse floor (codebook perplexity,
+    # target spread, accuracy near chance) is warned about; this many logged steps in a row
+    # stop the run with a checkpoint. 0 = warn only.
+    c.train.collapse_patience = 0
     # Warm start: any ssl_jax checkpoint (a workdir, a step folder, or one converted from
     # transformers/fairseq/torchaudio); its encoder, and heads where shapes match, with fresh
     # optimizer state. Empty: random initialisation.

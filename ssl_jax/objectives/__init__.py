@@ -15,6 +15,15 @@ _REGISTRY: dict[str, type] = {}
 STATE_INPUT = "state_input"  # metrics key: batch-major arrays the loss hands to `update_state`
 
 
+# An accuracy under this multiple of chance after warm-up means the prediction task collapsed.
+CHANCE_MARGIN = 1.5
+
+
+def accuracy_floor(chance: float) -> dict[str, float]:
+    """`floors` entry for an objective whose `accuracy` metric has chance level `chance`."""
+    return {"accuracy": CHANCE_MARGIN * float(chance)}
+
+
 class Objective:
     """What the trainer calls; an objective overrides `init` and `loss`, and the rest as needed.
 
@@ -24,7 +33,9 @@ class Objective:
     """
 
     SUMMARY: dict[str, str] = {}
-    floors: dict[str, float] = {}  # metric -> minimum; the trainer warns when a logged value falls under it
+    # metric -> minimum (codebook perplexity, target spread, accuracy above chance); the trainer
+    # warns when a logged value falls under it after warm-up, and can stop (train.collapse_patience).
+    floors: dict[str, float] = {}
 
     def prepare(self, data_path: str, workdir: str) -> None:
         """Host-side work before `init_state` (loading or fitting k-means codebooks); runs once

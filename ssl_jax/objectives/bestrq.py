@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.frontends import LogMelFrontend
-from ssl_jax.objectives import layerdrop_metrics, register
+from ssl_jax.objectives import accuracy_floor, layerdrop_metrics, register
 from ssl_jax.objectives.masked import MaskedObjective
 from ssl_jax.objectives.vectors import l2_normalize
 
@@ -88,6 +88,7 @@ class BestRqObjective(MaskedObjective):
         o = config["objective"]
         self.num_codebooks = int(o["num_codebooks"])
         self.codebook_size = int(o["codebook_size"])
+        self.floors = accuracy_floor(1.0 / self.codebook_size)
         self.code_dim = int(o["code_dim"])
         self.frontend = LogMelFrontend(m.logmel_bins, m.logmel_window, m.logmel_hop, m.logmel_stack, "none")
         self.module = CodePredictionModel(m, self.num_codebooks, self.codebook_size)

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models.frontends import UnitFrontend
-from ssl_jax.objectives import layerdrop_metrics, register
+from ssl_jax.objectives import accuracy_floor, layerdrop_metrics, register
 from ssl_jax.objectives.masked import MaskedObjective, rebox
 from ssl_jax.training.optimizer import NO_GRADIENT
 
@@ -70,6 +70,7 @@ class DiscreteBertObjective(MaskedObjective):
             raise ValueError(f"Discrete BERT's units are one MFCC codebook of model.units={m.units} clusters: set "
                              f"objective.targets.source='mfcc' and num_clusters=({m.units},)")
         self.module = UnitPredictionModel(m)
+        self.floors = accuracy_floor(1.0 / m.units)
         self.codebooks = None
 
     def prepare(self, data_path: str, workdir: str) -> None:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax import kmeans
-from ssl_jax.objectives import layerdrop_metrics, register, targets
+from ssl_jax.objectives import accuracy_floor, layerdrop_metrics, register, targets
 from ssl_jax.objectives.masked import MaskedObjective, rebox
 from ssl_jax.objectives.vectors import l2_normalize
 
@@ -113,6 +113,7 @@ class HubertObjective(MaskedObjective):
         if self.source not in ("mfcc", "layer"):
             raise ValueError(f"objective.targets.source must be 'mfcc' or 'layer', got {self.source!r}")
         self.num_classes = tuple(int(k) for k in t["num_clusters"])
+        self.floors = accuracy_floor(sum(1.0 / k for k in self.num_classes) / len(self.num_classes))
         if not self.num_classes or min(self.num_classes) < 2:
             raise ValueError(f"objective.targets.num_clusters must list sizes >= 2, got {t['num_clusters']}")
         self.layer = int(_get(t, "layer", 0))

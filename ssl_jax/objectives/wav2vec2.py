@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax.models.transformer import LAYERDROP_COLLECTION
-from ssl_jax.objectives import layerdrop_metrics, masking, register
+from ssl_jax.objectives import accuracy_floor, layerdrop_metrics, masking, register
 from ssl_jax.objectives.masked import MaskedObjective
 from ssl_jax.objectives.vectors import l2_normalize
 
@@ -150,6 +150,9 @@ class Wav2Vec2Objective(MaskedObjective):
         self.module = Wav2Vec2Pretraining(self.encoder_config)
         m = self.encoder_config
         self.num_codes = int(m.num_codevector_groups * m.num_codevectors_per_group)
+        # Collapse: one code per group, or picking the positive no better than chance.
+        self.floors = {"perplexity": 2.0 * m.num_codevector_groups,
+                       **accuracy_floor(1.0 / (1 + self.num_negatives + self.cross_sample_negatives))}
 
     def gumbel_temperature(self, step) -> jax.Array:
         start, floor, decay = self.gumbel

@@ -99,13 +99,34 @@ def eval_batches(config: Any, path: str) -> list[dict]:
 # ----------------------------------------------------------------------------- steps
 
 
-def _warn_collapse(floors: dict[str, float], metrics: dict, step: int) -> None:
-    """Logs a warning for every monitored metric (e.g. the spread of EMA targets) under its floor."""
-    low = {k: float(metrics[k]) for k, floor in floors.items() if k in metrics and float(metrics[k]) < floor}
-    if low:
-        log.warning(
-            "step %d: possible collapse: %s", step, ", ".join(f"{k} {v:.3g} < {floors[k]:.3g}" for k, v in low.items())
-        )
+class CollapseMonitor:
+    """Watches the objective's `floors` (codebook perplexity, target spread, accuracy above
+    chance) in the logged metrics.
+
+    From `start_step` (the end of warm-up) every logged value under its floor is warned about;
+    with `patience` > 0, that many logged steps in a row with some value under its floor ask the
+    run to stop (`check` returns the reason).
+    """
+
+    def __init__(self, floors: dict[str, float], start_step: int, patience: int = 0):
+        self.floors, self.start_step, self.patience = dict(floors), int(start_step), int(patience)
+        self.in_a_row = 0
+        self.warnings = 0
+
+    def check(self, metrics: dict, step: int) -> str | None:
+        if step < self.start_step:
+            return None
+        low = {k: float(metrics[k]) for k, f in self.floors.items() if k in metrics and float(metrics[k]) < f}
+        if not low:
+            self.in_a_row = 0
+            return None
+        self.in_a_row += 1
+        self.warnings += 1
+        what = ", ".join(f"{k} {v:.3g} < {self.floors[k]:.3g}" for k, v in low.items())
+        log.warning("step %d: possible collapse: %s", step, what)
+        if self.patience and self.in_a_row >= self.patience:
+            return f"collapse at step {step} ({what}, {self.in_a_row} logged steps in a row; train.collapse_patience)"
+        return None
 
 
 LOSS_FRAMES = "masked_frames"  # metrics key: frames the objective's loss averages over
@@ -380,6 +401,13 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
 
     from ssl_jax.data.pipeline import UnreadableGuard
 
+    collapse = CollapseMonitor(
+        objective.floors,
+        start_step=int(float(config.optim.get("warmup_fraction", 0.0)) * total_steps),
+        patience=int(config.train.get("collapse_patience", 0)),
+    )
+    collapsed = None
+
     unreadable = UnreadableGuard(float(config.data.get("max_unreadable_fraction", 0.05)))
     logger = MetricLogger(workdir, resume_step=start_step, enabled=is_main)
     stop = _Stop()
@@ -435,7 +463,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
                 audio_total += audio_since_log
                 last_log_time, last_log_step, audio_since_log = now, step, 0.0
                 last_metrics = logger.log(step, metrics)
-                _warn_collapse(objective.floors, metrics, step)
+                collapsed = collapse.check(metrics, step)
                 if bar is not None:
                     shown = {k: f"{metrics[k]:.3g}" for k in list(objective.SUMMARY)[:1] if k in metrics}
                     bar.set_postfix(loss=f"{metrics['loss']:.3f}", **shown)
@@ -443,7 +471,9 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
                 run_eval(step)
             if step % config.train.checkpoint_every == 0:
                 manager.save(step, state_lib.as_dict(state), batches.get_state(), config)
-            if stop.requested or (stop_after is not None and step >= stop_after):
+            if collapsed:
+                log.error("stopping: %s", collapsed)
+            if stop.requested or collapsed or (stop_after is not None and step >= stop_after):
                 stopped_early = step < total_steps
                 break
     finally:
@@ -478,6 +508,8 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         },
         "skipped_updates": int(jax.device_get(state.skipped)),
         "unreadable_records": unreadable.unreadable,
+        "collapse_warnings": collapse.warnings,
+        "stopped_for_collapse": collapsed,
         "num_params": int(num_params),
         "devices": jax.device_count(),
         "mesh": dict(zip(mesh_lib.AXES, (mesh.shape[a] for a in mesh_lib.AXES))),
@@ -527,6 +559,8 @@ def format_summary(summary: dict) -> str:
         f"{summary['compilation_cache']['hits']} from the persistent cache, {summary['late_compiles']} compiled mid-run)",
         f"params {summary['num_params']:,} on {summary['devices']} device(s), mesh {summary['mesh']}",
         f"skipped non-finite updates: {summary['skipped_updates']}",
+        f"collapse warnings: {summary['collapse_warnings']}"
+        + (f" - stopped: {summary['stopped_for_collapse']}" if summary.get("stopped_for_collapse") else ""),
     ]
     if summary.get("final_loss") is not None:
         lines.append(f"final train loss {summary['final_loss']:.4f}")

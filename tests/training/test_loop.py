@@ -207,3 +207,26 @@ def test_gradient_accumulation_weights_micro_batches_by_their_frames():
     np.testing.assert_allclose(np.asarray(accum.params["w"]), np.asarray(whole.params["w"]), rtol=1e-5)
     np.testing.assert_allclose(float(m2["loss"]), float(m1["loss"]), rtol=1e-5)
     assert float(m2["masked_frames"]) == pytest.approx(3.0)
+
+
+def test_collapse_monitor_warns_after_warmup_and_stops_after_patience(caplog):
+    mon = loop.CollapseMonitor({"perplexity": 4.0, "accuracy": 0.1}, start_step=10, patience=2)
+    assert mon.check({"perplexity": 1.0}, 5) is None and mon.warnings == 0  # warm-up
+    assert mon.check({"perplexity": 1.0, "accuracy": 0.5}, 10) is None and mon.warnings == 1
+    assert mon.check({"perplexity": 8.0, "accuracy": 0.5}, 11) is None  # recovered: the count restarts
+    assert mon.check({"accuracy": 0.05}, 12) is None
+    reason = mon.check({"accuracy": 0.05}, 13)
+    assert reason and "accuracy 0.05 < 0.1" in reason and "train.collapse_patience" in reason
+    assert "possible collapse" in caplog.text
+    assert loop.CollapseMonitor({"accuracy": 0.1}, 0).check({"accuracy": 0.0}, 99) is None  # warn only
+
+
+def test_every_contrastive_and_masked_objective_monitors_chance():
+    # wav2vec 2.0: chance is 1 / (1 + distractors); its codebook perplexity is watched too.
+    obj = objectives.build(tiny_config())
+    assert obj.floors["accuracy"] == pytest.approx(1.5 / (1 + obj.num_negatives))
+    assert obj.floors["perplexity"] == 2.0 * obj.encoder_config.num_codevector_groups
+    batch = {"audio": jnp.asarray(tones(2, 3200)), "audio_mask": jnp.ones((2, 3200), bool)}
+    params = nn.unbox(obj.init(jax.random.key(0), batch))
+    _, metrics = obj.loss(params, batch, jax.random.key(1), 0, False)
+    assert set(obj.floors) <= set(metrics)
