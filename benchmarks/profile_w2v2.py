@@ -19,12 +19,6 @@ from absl import app
 from ssl_jax import bench  # its flags: --batch, --seconds, --steps
 
 
-def _flops(compiled) -> float:
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    return float(cost.get("flops", float("nan")))
-
-
 def parts(batch: int, seconds: float) -> dict:
     """{part: (jax_fn, torch_fn, flops)} for the BASE recipe."""
     import flax.linen as nn
@@ -35,6 +29,7 @@ def parts(batch: int, seconds: float) -> dict:
 
     from ssl_jax.models.encoder import EncoderConfig, FeatureExtractor
     from ssl_jax.models.transformer import TransformerEncoder
+    from ssl_jax.training.compiled import program_facts
     from ssl_jax.training.config_check import load_config_file
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,7 +68,7 @@ def parts(batch: int, seconds: float) -> dict:
         hf.zero_grad(set_to_none=True)
         (hf.feature_extractor(ta) * tr).sum().backward()
 
-    out["conv extractor"] = (lambda: jax.block_until_ready(fe_grad(fe_params)), torch_fe, _flops(fe_grad))
+    out["conv extractor"] = (lambda: jax.block_until_ready(fe_grad(fe_params)), torch_fe, program_facts(fe_grad)["flops"])
 
     # Transformer stack on projected features.
     tfm = TransformerEncoder(cfg)
@@ -88,14 +83,14 @@ def parts(batch: int, seconds: float) -> dict:
         hf.zero_grad(set_to_none=True)
         (hf.encoder(tx_).last_hidden_state * trx).sum().backward()
 
-    out["transformer"] = (lambda: jax.block_until_ready(t_grad(t_params)), torch_tfm, _flops(t_grad))
+    out["transformer"] = (lambda: jax.block_until_ready(t_grad(t_params)), torch_tfm, program_facts(t_grad)["flops"])
 
     # The FFN's first matmul, forward.
     a = jax.random.normal(jax.random.key(6), (batch * x.shape[1], cfg.hidden_size))
     w = jax.random.normal(jax.random.key(7), (cfg.hidden_size, cfg.intermediate_size))
     mm = jax.jit(jnp.matmul).lower(a, w).compile()
     tA, tW = torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(w))
-    out["ffn matmul"] = (lambda: jax.block_until_ready(mm(a, w)), lambda: tA @ tW, _flops(mm))
+    out["ffn matmul"] = (lambda: jax.block_until_ready(mm(a, w)), lambda: tA @ tW, program_facts(mm)["flops"])
     return out
 
 

@@ -35,11 +35,11 @@ _SECONDS = flags.DEFINE_float("seconds", 8.0, "Seconds of audio per utterance.")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed rounds (after one warm-up call of each program).")
 _MATMUL = flags.DEFINE_integer("matmul_size", 2048, "Largest square matmul of the CPU peak measurement.")
 
-
 # Dense bf16 peak FLOP/s per chip from the vendors' datasheets, by `jax.Device.device_kind` prefix.
 DATASHEET_BF16_PEAK = {
     "NVIDIA H200": 989e12,
-    "NVIDIA H100": 989e12,  # SXM; the PCIe card is 756e12
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H100": 989e12,  # SXM
     "NVIDIA B200": 2250e12,
     "NVIDIA A100": 312e12,
     "NVIDIA L4": 121e12,
@@ -91,17 +91,6 @@ def device_peak(matmul_size: int, dtype: str) -> tuple[float, str]:
             if kind.startswith(prefix):
                 return peak * jax.device_count(), f"datasheet bf16 peak of {jax.device_count()} x {kind}"
     return matmul_peak(matmul_size, dtype=dtype), f"measured {dtype} matmul peak ({kind})"
-
-
-def compiled_facts(compiled: Any) -> dict:
-    """FLOPs (XLA's cost analysis) and bytes (its memory analysis) of a compiled program."""
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    mem = compiled.memory_analysis()
-    facts = {"flops": float((cost or {}).get("flops", float("nan")))}
-    for name in ("argument", "output", "temp", "generated_code"):
-        facts[f"{name}_bytes"] = int(getattr(mem, f"{name}_size_in_bytes", -1)) if mem is not None else -1
-    return facts
 
 
 def bench_config(config: Any) -> Any:
@@ -166,6 +155,7 @@ def jax_programs(config: Any, inputs: dict) -> tuple[dict[str, Callable[[], Any]
     import optax
 
     from ssl_jax.training import state as state_lib
+    from ssl_jax.training.compiled import program_facts
     from ssl_jax.training.loop import make_train_step
     from ssl_jax.training.optimizer import make_optimizer
 
@@ -193,7 +183,7 @@ def jax_programs(config: Any, inputs: dict) -> tuple[dict[str, Callable[[], Any]
     info = {
         "num_params": int(sum(x.size for x in jax.tree.leaves(params))),
         "params": params,
-        "programs": {"fwd_bwd": compiled_facts(fb), "train_step": compiled_facts(ts)},
+        "programs": {"fwd_bwd": program_facts(fb), "train_step": program_facts(ts)},
         "eval_metrics": jax.device_get(objective.loss(params, batch, rng, 0, False, obj_state)[1]),
     }
     return {"fwd_bwd": lambda: jax.block_until_ready(fb(params, batch, rng)), "train_step": train_step}, info

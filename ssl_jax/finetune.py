@@ -52,17 +52,54 @@ def tri_stage(lr: float, steps: int, stages, final_scale: float) -> optax.Schedu
         [max(1, warm), max(1, warm) + hold])
 
 
-def trainable_mask(params: Any, encoder_on: jax.Array) -> Any:
-    """1.0 for the output layer, `encoder_on` for the encoder, 0.0 for the conv feature extractor."""
+def param_groups(params: Any) -> Any:
+    """"head" for the output layer, "frozen" for the conv feature extractor, "encoder" for the rest."""
     def rule(path, leaf):
         keys = [getattr(k, "key", str(k)) for k in path]
         if keys[0] != "encoder":
-            return jnp.ones((), jnp.float32)
-        if len(keys) > 1 and keys[1] == "feature_extractor":
-            return jnp.zeros((), jnp.float32)
-        return encoder_on.astype(jnp.float32)
+            return "head"
+        return "frozen" if len(keys) > 1 and keys[1] == "feature_extractor" else "encoder"
 
     return jax.tree_util.tree_map_with_path(rule, params)
+
+
+def starting_at(start: int, inner: optax.GradientTransformation) -> optax.GradientTransformation:
+    """`inner` from update number `start` on. Before it the updates are zero and `inner`'s state
+    does not move (Adam's moments and count stay at their initial values)."""
+
+    def init(params):
+        return jnp.zeros((), jnp.int32), inner.init(params)
+
+    def update(updates, state, params=None):
+        count, inner_state = state
+        new_updates, new_inner = jax.lax.cond(
+            count >= start,
+            lambda: inner.update(updates, inner_state, params),
+            lambda: (jax.tree.map(jnp.zeros_like, updates), inner_state),
+        )
+        return new_updates, (count + 1, new_inner)
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(params: Any, optim: Any, schedule: optax.Schedule, freeze_steps: int) -> optax.GradientTransformation:
+    """Clipping over the trainable gradients, then AdamW per group (`param_groups`): the output
+    layer from the first update, the encoder after `freeze_steps` (on the same global schedule),
+    the conv feature extractor never."""
+    adamw = lambda lr: optax.adamw(lr, weight_decay=optim.weight_decay)  # noqa: E731
+    groups = param_groups(params)
+    trainable = jax.tree.map(lambda g: g != "frozen", groups)
+    return optax.chain(
+        optax.masked(optax.clip_by_global_norm(optim.clip_norm), trainable),
+        optax.multi_transform(
+            {
+                "head": adamw(schedule),
+                "encoder": starting_at(freeze_steps, adamw(lambda c: schedule(c + freeze_steps))),
+                "frozen": optax.set_to_zero(),
+            },
+            groups,
+        ),
+    )
 
 
 def span_mask(rng: np.random.Generator, frame_lengths: np.ndarray, frames: int, prob: float,
@@ -96,12 +133,9 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
     enc_cfg = EncoderConfig.from_config(up_config["model"])
     normalize = bool((up_config.get("data") or {}).get("normalize", False))
 
-    if cfg.data.path:
-        shard_dir = cfg.data.path
-    else:
-        from ssl_jax.data import synth
+    from ssl_jax.training.loop import shard_dir as pretraining_corpus
 
-        shard_dir = synth.ensure_corpus(hours=cfg.data.synth_hours, seed=cfg.data.synth_seed)
+    shard_dir = pretraining_corpus(cfg)  # data.path, or the embedded corpus as pretraining builds it
     task = tasks.get("asr" if cfg.data.target == "chars" else "pr")
     splits = {}
     for role, split in zip(("train", "valid", "test"), cfg.data.splits):
@@ -144,13 +178,12 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
     head_params = model.init(init_rng, x0, m0)["params"]["ctc_head"]
     params = {"encoder": jax.tree.map(jnp.asarray, enc_params), "ctc_head": meta.unbox(head_params)}
     schedule = tri_stage(cfg.optim.lr, cfg.train.steps, cfg.optim.stages, cfg.optim.final_lr_scale)
-    tx = optax.chain(optax.clip_by_global_norm(cfg.optim.clip_norm),
-                     optax.adamw(schedule, weight_decay=cfg.optim.weight_decay))
-    opt_state = tx.init(params)
     freeze = cfg.train.freeze_encoder_steps
+    tx = make_optimizer(params, cfg.optim, schedule, freeze)
+    opt_state = tx.init(params)
 
     @jax.jit
-    def train_step(params, opt_state, batch, step, key):
+    def train_step(params, opt_state, batch, key):
         def loss_fn(p):
             logits, frame_mask = model.apply({"params": p}, batch["wavs"], batch["mask"],
                                              mask_time_indices=batch["time_mask"], deterministic=False,
@@ -160,10 +193,7 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
             return (per / jnp.maximum(batch["label_mask"].sum(-1), 1.0)).mean()
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
-        keep = trainable_mask(params, step >= freeze)
-        grads = jax.tree.map(lambda g, k: g * k, grads, keep)
         updates, opt_state = tx.update(grads, opt_state, params)
-        updates = jax.tree.map(lambda u, k: u * k, updates, keep)
         return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
 
     predict = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m, deterministic=True))
@@ -207,8 +237,7 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
                 label_mask[j, :len(targets[r])] = 1.0
             time_mask = span_mask(np_rng, frame_lens, frames, cfg.train.mask_prob, cfg.train.mask_length)
             batch = {"wavs": x, "mask": m, "labels": labels, "label_mask": label_mask, "time_mask": time_mask}
-            params, opt_state, loss, gnorm = train_step(params, opt_state, batch, jnp.int32(step),
-                                                        jax.random.fold_in(rng, step))
+            params, opt_state, loss, gnorm = train_step(params, opt_state, batch, jax.random.fold_in(rng, step))
             losses.append(float(loss))
             done = step + 1
             if on_step is not None:

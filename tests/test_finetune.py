@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ssl_jax import finetune
@@ -30,14 +31,31 @@ def checkpoint(tmp_path_factory):
     return out
 
 
-def test_trainable_mask_freezes_feature_extractor_and_gates_encoder():
-    params = {"encoder": {"feature_extractor": {"w": 1.0}, "encoder": {"w": 1.0}, "mask_embedding": 1.0},
-              "ctc_head": {"kernel": 1.0}}
-    off = finetune.trainable_mask(params, jnp.bool_(False))
-    on = finetune.trainable_mask(params, jnp.bool_(True))
-    assert float(off["encoder"]["feature_extractor"]["w"]) == 0 and float(on["encoder"]["feature_extractor"]["w"]) == 0
-    assert float(off["encoder"]["encoder"]["w"]) == 0 and float(on["encoder"]["encoder"]["w"]) == 1
-    assert float(off["ctc_head"]["kernel"]) == 1 and float(on["encoder"]["mask_embedding"]) == 1
+def test_optimizer_freezes_feature_extractor_and_starts_the_encoder_late():
+    from ml_collections import config_dict
+
+    params = {"encoder": {"feature_extractor": {"w": jnp.ones(2)}, "encoder": {"w": jnp.ones(2)},
+                          "mask_embedding": jnp.ones(2)},
+              "ctc_head": {"kernel": jnp.ones(2)}}
+    optim = config_dict.ConfigDict(dict(weight_decay=0.0, clip_norm=10.0))
+    tx = finetune.make_optimizer(params, optim, lambda c: 0.1, freeze_steps=2)
+    state, grads = tx.init(params), jax.tree.map(jnp.ones_like, params)
+    p = params
+    for _ in range(2):
+        updates, state = tx.update(grads, state, p)
+        p = optax.apply_updates(p, updates)
+    # Frozen for 2 updates: the encoder has not moved, nor have its Adam moments and count.
+    np.testing.assert_array_equal(p["encoder"]["encoder"]["w"], 1.0)
+    adam = [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+            if isinstance(s, optax.ScaleByAdamState)]
+    counts = sorted(int(s.count) for s in adam)
+    assert counts == [0, 2]  # encoder, head
+    assert all(float(jnp.abs(x).max()) == 0 for s in adam if int(s.count) == 0 for x in jax.tree.leaves(s.mu))
+    assert float(p["ctc_head"]["kernel"][0]) < 1.0
+    updates, state = tx.update(grads, state, p)
+    p = optax.apply_updates(p, updates)
+    assert float(p["encoder"]["encoder"]["w"][0]) < 1.0 and float(p["encoder"]["mask_embedding"][0]) < 1.0
+    np.testing.assert_array_equal(p["encoder"]["feature_extractor"]["w"], 1.0)  # never
 
 
 def test_tri_stage_schedule():

@@ -73,8 +73,9 @@ def use_persistent_cache(setting: str) -> str | None:
     return path
 
 
-def _cost(compiled: Any) -> dict:
-    """FLOPs and bytes (arguments, outputs, scratch) of a compiled program."""
+def program_facts(compiled: Any) -> dict:
+    """FLOPs (XLA's cost analysis) and bytes (its memory analysis: arguments, outputs, scratch)
+    of a compiled program."""
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost
     mem = compiled.memory_analysis()
@@ -123,7 +124,7 @@ class CompiledSteps:
 
     def _record(self, key: tuple, compiled: Any, seconds: float) -> None:
         self._compiled[key] = compiled
-        self.facts[key] = facts = _cost(compiled)
+        self.facts[key] = facts = program_facts(compiled)
         log.info(
             "%s for %s: %.3g FLOP; arguments %.1f MiB, outputs %.1f MiB, scratch %.1f MiB; %.1f s",
             self.name, dict(key), facts["flops"], facts["argument_bytes"] / 2**20, facts["output_bytes"] / 2**20,

@@ -151,7 +151,7 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
     e.g. layers LayerDrop skipped), those parameters and their optimizer moments are left as
     they were (`optimizer.hold`). With gradient accumulation a parameter is held only if every
     micro-batch marked it; one that got a gradient in some micro-batches is updated with the
-    mean over all of them (zeros included), as a data-parallel all-reduce averages it.
+    (frame-weighted) mean over all of them, zeros included, as a data-parallel all-reduce averages it.
 
     With gradient accumulation, micro-batches are weighted by the frames their loss averages
     over (`micro_weight`), so that a loss that is a mean over frames gets the gradient of the
