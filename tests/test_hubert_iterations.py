@@ -14,7 +14,7 @@ from ssl_jax import cluster
 from ssl_jax.training import loop
 from ssl_jax.training.checkpoint import load_pretrained, resolve_step_dir
 from ssl_jax.training.logging import read_metrics
-from tests.objectives.test_hubert import hubert_config
+from tests.helpers import hubert_config
 
 
 def _config(corpus, iteration=1, checkpoint=""):

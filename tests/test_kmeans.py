@@ -12,7 +12,7 @@ import pytest
 
 from ssl_jax import cluster, kmeans
 from ssl_jax.models.encoder import EncoderConfig, frame_lengths
-from tests.objectives.test_wav2vec2 import ROOT
+from tests.helpers import ROOT
 
 
 def _hubert_tiny(corpus):

@@ -7,7 +7,7 @@ import pytest
 
 from ssl_jax import objectives
 from ssl_jax.training.config_check import load_config_file
-from tests.objectives.test_wav2vec2 import ROOT
+from tests.helpers import ROOT
 
 FIELDS = ("seed", "data.path", "data.augment", "data.max_seconds", "train.steps", "train.batch_size",
           "train.log_every", "train.checkpoint_every", "train.init_from", "optim.lr", "mesh.data", "mesh.fsdp",

@@ -11,13 +11,13 @@ import numpy as np
 from ssl_jax.training import loop
 from ssl_jax.training.checkpoint import load_state
 from ssl_jax.training.logging import read_metrics
-from tests.objectives.test_wav2vec2 import ROOT, tiny_config
+from tests.helpers import ROOT, tiny_config
 
 
 def _config(corpus: str, objective: str = ""):
     c = tiny_config()
     if objective:
-        from tests.objectives.test_data2vec import d2v_config
+        from tests.helpers import d2v_config
 
         c.objective = d2v_config(objective).objective
         c.model.frontend = "logmel"  # the resume concerns the train state; log-mel compiles faster

@@ -9,7 +9,7 @@ import pytest
 
 from ssl_jax import objectives
 from ssl_jax.training.config_check import load_config_file
-from tests.objectives.test_wav2vec2 import ROOT, tones
+from tests.helpers import ROOT, tones
 
 
 def bestrq_config():

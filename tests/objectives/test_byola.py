@@ -16,7 +16,7 @@ from ssl_jax.objectives import STATE_INPUT
 from ssl_jax.training.config_check import load_config_file
 from ssl_jax.upstream import Upstream
 from tests.objectives import ema_helpers
-from tests.objectives.test_wav2vec2 import ROOT, tones
+from tests.helpers import ROOT, tones
 
 
 def byola_config(version: int = 2):

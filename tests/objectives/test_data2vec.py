@@ -7,19 +7,8 @@ import pytest
 
 from ssl_jax import objectives
 from ssl_jax.objectives import ema, masking
-from ssl_jax.training.config_check import load_config_file
 from tests.objectives import ema_helpers
-from tests.objectives.test_wav2vec2 import ROOT, tones
-
-
-def d2v_config(name: str = "data2vec"):
-    c = load_config_file(f"{ROOT}/configs/{name}_tiny.py")
-    c.model.update(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, num_conv_pos_embedding_groups=4)
-    c.objective.targets.top_k = 2
-    if name == "data2vec2":
-        c.objective.decoder.update(dim=32, groups=4)
-        c.objective.num_masks = 2
-    return c
+from tests.helpers import d2v_config, tones
 
 
 def _batch(num=2, samples=16000, seed=2):

@@ -10,8 +10,8 @@ from ssl_jax import objectives
 from ssl_jax.training import loop
 from ssl_jax.training.optimizer import make_optimizer
 from ssl_jax.training.state import TrainState
-from tests.objectives.test_hubert import fitted, hubert_config
-from tests.objectives.test_wav2vec2 import tones
+from tests.helpers import fitted, hubert_config
+from tests.helpers import tones
 
 
 def discrete_bert_config(units=8):

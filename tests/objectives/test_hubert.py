@@ -9,38 +9,10 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from ssl_jax import kmeans, objectives
 from ssl_jax.objectives import targets
 from ssl_jax.parallel import mesh as mesh_lib
 from ssl_jax.parallel import sharding as sharding_lib
-from tests.objectives.test_wav2vec2 import ROOT, tiny_config, tones  # noqa: F401
-
-
-def hubert_config(clusters=(8,), **model):
-    from ssl_jax.training.config_check import load_config_file
-
-    c = tiny_config(**model)
-    h = load_config_file(f"{ROOT}/configs/hubert_tiny.py")
-    c.objective = h.objective
-    c.objective.final_dim = 16
-    c.objective.mask_length = 4
-    c.objective.targets.num_clusters = clusters
-    return c
-
-
-def fitted(cfg, batch, seed=0):
-    """The objective with codebooks fitted on `batch`'s own MFCC frames (no I/O)."""
-    obj = objectives.build(cfg)
-    frames = obj.num_frames(batch["audio"].shape[1])
-    lengths = jnp.asarray(batch["audio_mask"]).sum(-1)
-    f = np.asarray(targets.mfcc_frames(jnp.asarray(batch["audio"]), lengths, frames))
-    valid = np.asarray(obj.frame_lengths({"audio_mask": jnp.asarray(batch["audio_mask"])}))
-    pts = np.concatenate([f[b, : valid[b]] for b in range(len(valid))])
-    mean, std = pts.mean(0), pts.std(0) + 1e-5
-    z = (pts - mean) / std
-    centers = [np.asarray(kmeans.kmeans_plus_plus(jax.random.key(seed + i), jnp.asarray(z), k)) for i, k in enumerate(obj.num_classes)]
-    obj.codebooks = kmeans.Codebooks(mean=mean.astype(np.float32), std=std.astype(np.float32), centers=centers, meta={})
-    return obj
+from tests.helpers import fitted, hubert_config, tones
 
 
 def test_mfcc_targets_line_up_with_encoder_frames_under_padding():

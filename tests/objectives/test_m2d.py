@@ -10,7 +10,7 @@ from ssl_jax import objectives
 from ssl_jax.objectives.m2d import split_patches
 from ssl_jax.training.config_check import load_config_file
 from tests.objectives import ema_helpers
-from tests.objectives.test_wav2vec2 import ROOT, tones
+from tests.helpers import ROOT, tones
 
 
 def m2d_config(**objective):

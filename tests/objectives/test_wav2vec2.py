@@ -12,43 +12,7 @@ import pytest
 from ssl_jax import objectives
 from ssl_jax.objectives import masking
 from ssl_jax.objectives.wav2vec2 import contrastive_logits
-from ssl_jax.training.config_check import load_config_file
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def tiny_config(**model):
-    c = load_config_file(os.path.join(ROOT, "configs", "w2v2_tiny.py"))
-    c.model.frontend = "conv"  # the paper's front end; tests of the log-mel one say so
-    c.train.abx_probe.speakers = 0
-    c.model.conv_dim = (16,) * 7
-    c.model.hidden_size = 32
-    c.model.num_layers = 2
-    c.model.num_heads = 2
-    c.model.intermediate_size = 64
-    c.model.num_conv_pos_embeddings = 8
-    c.model.num_conv_pos_embedding_groups = 4
-    c.model.num_codevectors_per_group = 16
-    c.model.codevector_dim = 16
-    c.model.proj_codevector_dim = 16
-    c.objective.num_negatives = 5
-    c.objective.mask_length = 4
-    c.objective.min_masks = 2
-    c.model.update(model)
-    return c
-
-
-def tones(num: int, samples: int, seed: int = 0) -> np.ndarray:
-    """Piecewise tones (a new random pitch every 40 ms): frames that are easy to tell apart."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(samples) / 16000.0
-    seg = (np.arange(samples) // 640)
-    out = []
-    for _ in range(num):
-        f = rng.uniform(100, 3000, size=seg.max() + 1)[seg]
-        out.append(np.sin(2 * np.pi * np.cumsum(f) / 16000.0) + 0.05 * rng.standard_normal(samples))
-    return np.stack(out).astype(np.float32) * (0.5 + 0.0 * t)
-
+from tests.helpers import ROOT, tiny_config, tones
 
 def test_registry_knows_wav2vec2():
     assert objectives.get("wav2vec2").__name__ == "Wav2Vec2Objective"

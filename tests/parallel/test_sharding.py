@@ -11,7 +11,7 @@ from ssl_jax import objectives
 from ssl_jax.models import LOGICAL_AXES
 from ssl_jax.parallel import mesh as mesh_lib
 from ssl_jax.parallel import sharding as sharding_lib
-from tests.objectives.test_wav2vec2 import tiny_config, tones
+from tests.helpers import tiny_config, tones
 
 
 def test_mesh_shape_resolution():

@@ -6,7 +6,7 @@ import pytest
 
 from ssl_jax.models.encoder import EncoderConfig, SpeechEncoder
 from ssl_jax.training import abx_probe
-from tests.objectives.test_wav2vec2 import tiny_config
+from tests.helpers import tiny_config
 
 
 def _encoder_params(config, seed):

@@ -15,7 +15,7 @@ from ssl_jax.parallel import sharding as sharding_lib
 from ssl_jax.training import loop
 from ssl_jax.training.optimizer import NO_GRADIENT, make_optimizer
 from ssl_jax.training.state import TrainState
-from tests.objectives.test_wav2vec2 import tiny_config, tones
+from tests.helpers import tiny_config, tones
 
 
 def test_non_finite_loss_skips_update_and_counts():
