@@ -164,12 +164,14 @@ def test_ctc_learns_phones(fake_dir, stores):
     assert res.metrics["per"] < 0.5, res.metrics
 
 
-def test_bilstm_ctc_head_runs_and_reports_wer(fake_dir, stores):
+def test_bilstm_ctc_head_learns_to_spell(fake_dir, stores):
     task = tasks.get("asr")
     res = probe.run_ctc(task, _data(task, fake_dir, stores),
-                        _hp(head="bilstm", hidden=16, lstm_layers=1, max_steps=20, eval_every=10), 0,
+                        _hp(head="bilstm", hidden=32, lstm_layers=1, max_steps=200, eval_every=50), 0,
                         stack=2, log_scalar=lambda *a: None)
-    assert set(res.metrics) == {"wer", "cer"} and res.metrics["wer"] >= 0.0
+    assert set(res.metrics) == {"wer", "cer"}
+    # It learns to spell the fake corpus: CER 0.41 measured after 200 steps, 0.80 after 20.
+    assert res.metrics["cer"] < 0.6, res.metrics
     assert res.info["stack"] == 2
 
 
