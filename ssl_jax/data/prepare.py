@@ -173,10 +173,10 @@ def load_audio(path: str, min_samples: int) -> Loaded:
 
         audio = soxr.resample(audio, rate, SAMPLE_RATE, quality="HQ").astype(np.float32)
         notes.append("resampled")
+    if audio.shape[0] < max(min_samples, 1):  # also a few samples that resample to none
+        return Loaded(None, "too_short", f"{audio.shape[0]} samples < {max(min_samples, 1)}")
     if np.abs(audio).max() > 1.0:
         notes.append("clipped")
-    if audio.shape[0] < max(min_samples, 1):
-        return Loaded(None, "too_short", f"{audio.shape[0]} samples < {min_samples}")
     return Loaded(np.ascontiguousarray(audio, np.float32), notes=tuple(notes))
 
 

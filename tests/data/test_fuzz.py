@@ -11,14 +11,16 @@ import pytest
 import soundfile as sf
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+from hypothesis import HealthCheck, assume, example, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from ssl_jax.data import pipeline  # noqa: E402
 from ssl_jax.data.prepare import load_audio  # noqa: E402
 
 REASONS = {"unreadable", "empty", "non_finite", "too_short"}
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Derandomized: the suite sees the same examples on every run (no flaky CI); new seeds are for
+# local runs with --hypothesis-seed.
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _check(loaded, min_samples: int) -> None:
@@ -39,6 +41,8 @@ def _check(loaded, min_samples: int) -> None:
     nan=st.booleans(),
     min_samples=st.integers(0, 4000),
 )
+# Found by this test: one 44.1 kHz sample resamples to none (it crashed the clipping check).
+@example(channels=1, rate=44100, frames=1, kind=("WAV", "PCM_16"), keep=1.0, nan=False, min_samples=0)
 def test_any_audio_file_is_loaded_or_skipped_with_a_reason(channels, rate, frames, kind, keep, nan, min_samples):
     fmt, subtype = kind
     x = np.random.default_rng(frames).uniform(-1.2, 1.2, (frames, channels)).astype(np.float32)
