@@ -12,6 +12,7 @@ import pytest
 from ssl_jax import objectives
 from ssl_jax.objectives import masking
 from ssl_jax.objectives.wav2vec2 import contrastive_logits
+from ssl_jax.training.config_check import load_config_file
 from tests.helpers import ROOT, tiny_config, tones
 
 def test_registry_knows_wav2vec2():
