@@ -116,7 +116,6 @@ class SelfAttention(nn.Module):
                 bias = PositionBiasGate(self.num_heads, self.dtype, name="gate")(x, position_bias)
             else:
                 bias = position_bias[None]
-            bias = bias.astype(jnp.float32)
         if deterministic or self.dropout == 0.0:
             # XLA's fused attention on CPU/TPU; cuDNN's flash attention on GPUs for bf16/fp16.
             # Scores and softmax are float32 for float32 inputs; the padding mask hides keys.
@@ -127,7 +126,7 @@ class SelfAttention(nn.Module):
         # Attention-probability dropout: the explicit form (dot_product_attention has none).
         scores = jnp.einsum("bqhd,bkhd->bhqk", q * (hd**-0.5), k).astype(jnp.float32)
         if bias is not None:
-            scores = scores + bias
+            scores = scores + bias.astype(jnp.float32)
         # Padding as an additive [batch, 1, 1, keys] bias: cheaper than a select over the full
         # scores tensor, and its gradient is free.
         key_bias = jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
