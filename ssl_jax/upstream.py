@@ -284,7 +284,7 @@ class Upstream(LadderedUpstream):
         self.normalize = bool(normalize)
         self.name = name
         self.num_layers = self.config.num_layers
-        self.num_hidden_states = self.num_layers + 1
+        self.num_hidden_states = int(getattr(self.config, "num_hidden_states", self.num_layers + 1))
         self.dim = self.config.hidden_size
         self.frame_rate = SAMPLE_RATE / self.config.downsampling
         self._model = encoder_module(self.config)

@@ -263,6 +263,7 @@ ARCHITECTURES: dict[str, str] = {
     "transformer": __name__,
     "audio_cnn": "ssl_jax.models.audio_cnn",  # BYOL-A's convolutional encoders
     "patches": "ssl_jax.models.patch_encoder",  # ViT over log-mel patches (M2D)
+    "frames": "ssl_jax.models.frame_encoder",  # RNN / conv / NPC / Transformer over frames (APC, CPC, TERA, ...)
 }
 
 
