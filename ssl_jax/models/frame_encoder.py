@@ -178,6 +178,14 @@ class Config:
             feat_proj_dropout=0.0, layerdrop=0.0, dtype=self.dtype, frontend="logmel")
 
 
+def model_config(**overrides: Any):
+    """A recipe's `model` section: every `Config` field at its default, with `overrides`
+    (validated by building the `Config`)."""
+    from ml_collections import config_dict
+
+    return config_dict.ConfigDict(Config(**overrides).to_dict())
+
+
 def _layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, dtype=dtype,
                         scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
