@@ -6,7 +6,9 @@ window, centred frames with zero padding, `power_to_db`, orthonormal DCT-II), so
 functions take padded batches `wavs [batch, samples]` with optional `lengths [batch]`, are
 jittable (parameters are static), and return `(features [batch, frames, dim], frame_lengths)`:
 with centred frames, frame t of an item only sees samples before `lengths` when
-t < 1 + lengths // hop_length, and features beyond the frame lengths are zero.
+t < 1 + lengths // hop_length, and features beyond the frame lengths are zero. With
+`center=False` (librosa's `center=False`; the framing of models/frontends.py), frame t reads
+samples [t * hop_length, t * hop_length + n_fft) and is valid when it ends within `lengths`.
 """
 
 from __future__ import annotations
@@ -81,9 +83,38 @@ def hann_window(win_length: int, n_fft: int) -> np.ndarray:
     return np.pad(w, (left, n_fft - win_length - left)).astype(np.float32)
 
 
-def frame_lengths(lengths: jnp.ndarray, hop_length: int) -> jnp.ndarray:
-    """Valid centred frames per item: `1 + lengths // hop_length` (int32 `[batch]`)."""
-    return (1 + jnp.asarray(lengths) // hop_length).astype(jnp.int32)
+def frame_lengths(lengths: jnp.ndarray, hop_length: int, window: int | None = None) -> jnp.ndarray:
+    """Valid frames per item (int32 `[batch]`): centred, `1 + lengths // hop_length`; with
+    `window`, non-centred frames of that many samples, `max((lengths - window) // hop_length + 1, 0)`."""
+    lengths = jnp.asarray(lengths)
+    if window is None:
+        return (1 + lengths // hop_length).astype(jnp.int32)
+    return jnp.maximum((lengths - window) // hop_length + 1, 0).astype(jnp.int32)
+
+
+def frames(wavs: jnp.ndarray, lengths: jnp.ndarray | None = None, *, frame_length: int = 400,
+           hop_length: int = 160) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Non-centred frames: frame t is samples [t * hop_length, t * hop_length + frame_length).
+
+    Args:
+        wavs: `[batch, samples]`, at least `frame_length` samples; samples at or beyond
+            `lengths` read as zeros.
+        lengths: `[batch]` valid samples (all by default).
+
+    Returns:
+        (`[batch, (samples - frame_length) // hop_length + 1, frame_length]` float32, zero beyond
+        the frame lengths; frame lengths `[batch]`, the frames that end within `lengths`).
+    """
+    if wavs.ndim != 2:
+        raise ValueError(f"wavs must be [batch, samples], got shape {wavs.shape}")
+    if wavs.shape[1] < frame_length:
+        raise ValueError(f"{wavs.shape[1]} samples are too few for one frame of {frame_length}")
+    lengths = _lengths(wavs, lengths)
+    wavs = jnp.where(jnp.arange(wavs.shape[1])[None, :] < lengths[:, None], wavs, 0.0).astype(jnp.float32)
+    num = (wavs.shape[1] - frame_length) // hop_length + 1
+    idx = np.arange(num)[:, None] * hop_length + np.arange(frame_length)[None, :]
+    n = frame_lengths(lengths, hop_length, frame_length)
+    return _zero_beyond(wavs[:, idx], n), n
 
 
 def _lengths(wavs: jnp.ndarray, lengths: jnp.ndarray | None) -> jnp.ndarray:
@@ -92,48 +123,48 @@ def _lengths(wavs: jnp.ndarray, lengths: jnp.ndarray | None) -> jnp.ndarray:
     return jnp.asarray(lengths, jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("n_fft", "hop_length", "win_length", "power"))
+@functools.partial(jax.jit, static_argnames=("n_fft", "hop_length", "win_length", "power", "center"))
 def spectrogram(wavs: jnp.ndarray, lengths: jnp.ndarray | None = None, *, n_fft: int = 400,
                 hop_length: int = 160, win_length: int | None = None,
-                power: float = 2.0) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """|STFT|^power of centred, zero-padded frames.
+                power: float = 2.0, center: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """|STFT|^power of centred, zero-padded frames (or, with `center=False`, of `frames`).
 
     Args:
         wavs: `[batch, samples]`; samples at or beyond `lengths` are treated as zeros.
         lengths: `[batch]` valid samples (all by default).
 
     Returns:
-        (`[batch, frames, n_fft // 2 + 1]` with frames = 1 + samples // hop_length,
-        frame lengths `[batch]`).
+        (`[batch, frames, n_fft // 2 + 1]` with frames = 1 + samples // hop_length, or
+        (samples - n_fft) // hop_length + 1 not centred; frame lengths `[batch]`).
     """
     if wavs.ndim != 2:
         raise ValueError(f"wavs must be [batch, samples], got shape {wavs.shape}")
     win_length = n_fft if win_length is None else win_length
     lengths = _lengths(wavs, lengths)
-    wavs = jnp.where(jnp.arange(wavs.shape[1])[None, :] < lengths[:, None], wavs, 0.0)
-    wavs = wavs.astype(jnp.float32)
-    padded = jnp.pad(wavs, ((0, 0), (n_fft // 2, n_fft // 2)))
-    num_frames = 1 + wavs.shape[1] // hop_length
-    idx = np.arange(num_frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
-    frames = padded[:, idx] * jnp.asarray(hann_window(win_length, n_fft))
-    spec = jnp.abs(jnp.fft.rfft(frames, n=n_fft, axis=-1))
+    if center:
+        wavs = jnp.where(jnp.arange(wavs.shape[1])[None, :] < lengths[:, None], wavs, 0.0)
+        padded = jnp.pad(wavs.astype(jnp.float32), ((0, 0), (n_fft // 2, n_fft // 2)))
+        num_frames = 1 + wavs.shape[1] // hop_length
+        idx = np.arange(num_frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
+        framed, n = padded[:, idx], frame_lengths(lengths, hop_length)
+    else:
+        framed, n = frames(wavs, lengths, frame_length=n_fft, hop_length=hop_length)
+    spec = jnp.abs(jnp.fft.rfft(framed * jnp.asarray(hann_window(win_length, n_fft)), n=n_fft, axis=-1))
     spec = spec ** power if power != 1.0 else spec
-    n = frame_lengths(lengths, hop_length)
-    valid = jnp.arange(num_frames)[None, :] < n[:, None]
-    return jnp.where(valid[..., None], spec, 0.0), n
+    return _zero_beyond(spec, n), n
 
 
 @functools.partial(jax.jit, static_argnames=(
     "sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "power", "htk",
-    "norm"))
+    "norm", "center"))
 def mel_spectrogram(wavs: jnp.ndarray, lengths: jnp.ndarray | None = None, *,
                     sample_rate: int = 16_000, n_fft: int = 400, hop_length: int = 160,
                     win_length: int | None = None, n_mels: int = 80, fmin: float = 0.0,
                     fmax: float | None = None, power: float = 2.0, htk: bool = False,
-                    norm: str | None = "slaney") -> tuple[jnp.ndarray, jnp.ndarray]:
+                    norm: str | None = "slaney", center: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Mel spectrogram `[batch, frames, n_mels]` and frame lengths (librosa's melspectrogram)."""
     spec, n = spectrogram(wavs, lengths, n_fft=n_fft, hop_length=hop_length,
-                          win_length=win_length, power=power)
+                          win_length=win_length, power=power, center=center)
     fb = jnp.asarray(mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax, htk, norm))
     return jnp.matmul(spec, fb, precision=_HIGHEST), n
 
@@ -155,12 +186,13 @@ def _zero_beyond(feats: jnp.ndarray, n: jnp.ndarray) -> jnp.ndarray:
 
 @functools.partial(jax.jit, static_argnames=(
     "sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "power", "htk",
-    "norm", "scale", "amin", "top_db"))
+    "norm", "scale", "amin", "top_db", "center"))
 def log_mel(wavs: jnp.ndarray, lengths: jnp.ndarray | None = None, *, sample_rate: int = 16_000,
             n_fft: int = 400, hop_length: int = 160, win_length: int | None = None,
             n_mels: int = 80, fmin: float = 0.0, fmax: float | None = None, power: float = 2.0,
             htk: bool = False, norm: str | None = "slaney", scale: str = "db",
-            amin: float = 1e-10, top_db: float | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
+            amin: float = 1e-10, top_db: float | None = None,
+            center: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Log-mel spectrogram `[batch, frames, n_mels]` and frame lengths.
 
     Args:
@@ -169,7 +201,7 @@ def log_mel(wavs: jnp.ndarray, lengths: jnp.ndarray | None = None, *, sample_rat
     """
     mel, n = mel_spectrogram(wavs, lengths, sample_rate=sample_rate, n_fft=n_fft,
                              hop_length=hop_length, win_length=win_length, n_mels=n_mels,
-                             fmin=fmin, fmax=fmax, power=power, htk=htk, norm=norm)
+                             fmin=fmin, fmax=fmax, power=power, htk=htk, norm=norm, center=center)
     if scale == "db":
         out = _power_to_db(mel, n, amin, top_db)
     elif scale == "ln":
@@ -181,23 +213,48 @@ def log_mel(wavs: jnp.ndarray, lengths: jnp.ndarray | None = None, *, sample_rat
 
 @functools.partial(jax.jit, static_argnames=(
     "n_mfcc", "sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax", "htk",
-    "norm", "top_db", "lifter"))
+    "norm", "top_db", "lifter", "center"))
 def mfcc(wavs: jnp.ndarray, lengths: jnp.ndarray | None = None, *, n_mfcc: int = 13,
          sample_rate: int = 16_000, n_fft: int = 400, hop_length: int = 160,
          win_length: int | None = None, n_mels: int = 40, fmin: float = 0.0,
          fmax: float | None = None, htk: bool = False, norm: str | None = "slaney",
-         top_db: float | None = 80.0, lifter: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
+         top_db: float | None = 80.0, lifter: int = 0, center: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
     """MFCC `[batch, frames, n_mfcc]` and frame lengths, as librosa.feature.mfcc:
     orthonormal DCT-II of `power_to_db(melspectrogram)`, optional sinusoidal liftering."""
     mel, n = mel_spectrogram(wavs, lengths, sample_rate=sample_rate, n_fft=n_fft,
                              hop_length=hop_length, win_length=win_length, n_mels=n_mels,
-                             fmin=fmin, fmax=fmax, power=2.0, htk=htk, norm=norm)
+                             fmin=fmin, fmax=fmax, power=2.0, htk=htk, norm=norm, center=center)
     db = _power_to_db(mel, n, 1e-10, top_db)
     out = jnp.matmul(db, jnp.asarray(dct_matrix(n_mels, n_mfcc)), precision=_HIGHEST)
     if lifter > 0:
         k = np.arange(1, n_mfcc + 1)
         out = out * jnp.asarray(1 + (lifter / 2) * np.sin(np.pi * k / lifter), jnp.float32)
     return _zero_beyond(out, n), n
+
+
+@functools.partial(jax.jit, static_argnames=("n_fft", "hop_length", "win_length", "amin", "center"))
+def log_power_spectrum(wavs: jnp.ndarray, lengths: jnp.ndarray | None = None, *, n_fft: int = 400,
+                       hop_length: int = 160, win_length: int | None = None, amin: float = 1e-10,
+                       center: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Log power spectrum `ln(max(|STFT|^2, amin))`, `[batch, frames, n_fft // 2 + 1]`, and
+    frame lengths; zero beyond them."""
+    spec, n = spectrogram(wavs, lengths, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
+                          power=2.0, center=center)
+    return _zero_beyond(jnp.log(jnp.maximum(spec, amin)), n), n
+
+
+@functools.partial(jax.jit, static_argnames=("frame_length", "hop_length", "threshold"))
+def zero_crossing_rate(wavs: jnp.ndarray, lengths: jnp.ndarray | None = None, *, frame_length: int = 400,
+                       hop_length: int = 160, threshold: float = 1e-10) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Zero-crossing rate of non-centred frames (`frames`), `[batch, frames, 1]`, and frame lengths.
+
+    As librosa's `zero_crossing_rate(center=False)`: the sign changes between consecutive samples
+    of a frame over `frame_length`, samples within `threshold` of 0 counting as 0 and 0 as positive.
+    """
+    x, n = frames(wavs, lengths, frame_length=frame_length, hop_length=hop_length)
+    negative = x < -threshold
+    crossings = (negative[..., 1:] != negative[..., :-1]).sum(-1, keepdims=True)
+    return _zero_beyond(crossings.astype(jnp.float32) / frame_length, n), n
 
 
 @functools.partial(jax.jit, static_argnames=("width",))
