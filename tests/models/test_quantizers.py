@@ -3,8 +3,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from ssl_jax.models.quantizers import GumbelVectorQuantizer
+from ssl_jax.models.quantizers import GumbelVectorQuantizer, VectorQuantizer
 
 
 def _setup():
@@ -73,3 +74,54 @@ def test_perplexity_counts_only_marked_frames():
     # No marked frame: one code per group is as informative as any, perplexity G.
     _, ppl_none = q.apply(p, feats, jnp.zeros_like(mask))
     np.testing.assert_allclose(ppl_none, 2.0, rtol=1e-6)
+
+
+def _vq_setup():
+    q = VectorQuantizer(num_codes=6, code_dim=3)
+    z = 0.7 * jax.random.normal(jax.random.key(0), (3, 7, 3))
+    mask = jnp.arange(7)[None] < jnp.array([[7], [4], [0]])
+    p = q.init(jax.random.key(1), z, mask)
+    return q, p, z, mask
+
+
+def test_vq_codes_are_the_nearest_entries_and_losses_count_valid_frames():
+    q, p, z, mask = _vq_setup()
+    out, codes, cb_loss, commit_loss, ppl = q.apply(p, z, mask)
+    cb = np.asarray(p["params"]["codebook"].unbox())
+    zn, valid = np.asarray(z), np.asarray(mask)
+    nearest = ((zn[:, :, None, :] - cb[None, None]) ** 2).sum(-1).argmin(-1)
+    np.testing.assert_array_equal(np.asarray(codes), np.where(valid, nearest, -1))
+    np.testing.assert_allclose(np.asarray(out), np.where(valid[..., None], cb[nearest], 0.0), atol=1e-6)
+    mse = ((zn - cb[nearest]) ** 2)[valid].mean()
+    np.testing.assert_allclose(cb_loss, mse, rtol=1e-5)
+    np.testing.assert_allclose(commit_loss, mse, rtol=1e-5)
+    hist = np.bincount(nearest[valid], minlength=6) / valid.sum()
+    nz = hist[hist > 0]
+    np.testing.assert_allclose(ppl, np.exp(-(nz * np.log(nz)).sum()), rtol=1e-5)
+    # Padded frames change nothing; no valid frame gives zero losses and perplexity 1.
+    moved = q.apply(p, jnp.where(mask[..., None], z, 9.0), mask)
+    for a, b in zip(moved[2:], (cb_loss, commit_loss, ppl)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    empty = q.apply(p, z, jnp.zeros_like(mask))
+    assert float(empty[2]) == 0.0 and float(empty[4]) == 1.0 and (np.asarray(empty[1]) == -1).all()
+
+
+def test_vq_straight_through_and_loss_gradients():
+    q, p, z, mask = _vq_setup()
+    w = jax.random.normal(jax.random.key(3), z.shape)
+    # The gradient of any function of the output reaches z unchanged (on valid frames).
+    g_z = jax.grad(lambda zz: (q.apply(p, zz, mask)[0] * w).sum())(z)
+    np.testing.assert_allclose(g_z, np.where(np.asarray(mask)[..., None], w, 0.0), atol=1e-6)
+    g_cb = jax.grad(lambda pp: (q.apply(pp, z, mask)[0] * w).sum())(p)["params"]["codebook"].unbox()
+    assert float(jnp.abs(g_cb).max()) == 0.0
+    # The codebook loss moves the codebook only; the commitment loss moves z only.
+    g_p, g_zc = jax.grad(lambda pp, zz: q.apply(pp, zz, mask)[2], argnums=(0, 1))(p, z)
+    assert float(jnp.abs(g_p["params"]["codebook"].unbox()).max()) > 0 and float(jnp.abs(g_zc).max()) == 0.0
+    g_p, g_zc = jax.grad(lambda pp, zz: q.apply(pp, zz, mask)[3], argnums=(0, 1))(p, z)
+    assert float(jnp.abs(g_p["params"]["codebook"].unbox()).max()) == 0.0 and float(jnp.abs(g_zc).max()) > 0
+
+
+def test_vq_rejects_a_wrong_width():
+    q, p, z, mask = _vq_setup()
+    with pytest.raises(ValueError, match="width 3"):
+        q.apply(p, jnp.zeros((1, 2, 4)), jnp.ones((1, 2), bool))
