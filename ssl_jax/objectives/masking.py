@@ -37,6 +37,32 @@ def span_mask(
         bool[batch, frames], True = masked.
     """
     lengths = jnp.asarray(frame_lengths, jnp.int32)
+    starts = span_starts(key, lengths, num_frames, mask_prob=mask_prob, mask_length=mask_length, min_masks=min_masks)
+    t = jnp.arange(num_frames)
+    # Frame t is masked if a span starts in (t - mask_length, t].
+    c = jnp.cumsum(starts.astype(jnp.int32), axis=-1)
+    shifted = jnp.pad(c, ((0, 0), (mask_length, 0)))[:, :num_frames]
+    mask = (c - shifted) > 0
+    return mask & (t[None, :] < lengths[:, None])
+
+
+def span_starts(
+    key: jax.Array,
+    frame_lengths: jax.Array,
+    num_frames: int,
+    *,
+    mask_prob: float,
+    mask_length: int,
+    min_masks: int = 0,
+) -> jax.Array:
+    """The span starts `span_mask` draws (same arguments and key give the same spans).
+
+    Returns:
+        bool[batch, frames], True where a span of `mask_length` frames starts: always a valid
+        frame, and the span ends within the valid frames unless the utterance is shorter than
+        `mask_length` (then one span starts at its first frame).
+    """
+    lengths = jnp.asarray(frame_lengths, jnp.int32)
     batch = lengths.shape[0]
     k_count, k_start = jax.random.split(key)
     u = jax.random.uniform(k_count, (batch,))
@@ -51,12 +77,7 @@ def span_mask(
     noise = jax.random.uniform(k_start, (batch, num_frames))
     noise = jnp.where(t[None, :] < num_starts[:, None], noise, 2.0)
     rank = jnp.argsort(jnp.argsort(noise, axis=-1), axis=-1)
-    starts = rank < num_spans[:, None]
-    # Frame t is masked if a span starts in (t - mask_length, t].
-    c = jnp.cumsum(starts.astype(jnp.int32), axis=-1)
-    shifted = jnp.pad(c, ((0, 0), (mask_length, 0)))[:, :num_frames]
-    mask = (c - shifted) > 0
-    return mask & (t[None, :] < lengths[:, None])
+    return rank < num_spans[:, None]
 
 
 def sample_negatives(key: jax.Array, mask: jax.Array, num_negatives: int) -> tuple[jax.Array, jax.Array]:
