@@ -465,8 +465,9 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
                 last_metrics = logger.log(step, metrics)
                 collapsed = collapse.check(metrics, step)
                 if bar is not None:
-                    shown = {k: f"{metrics[k]:.3g}" for k in list(objective.SUMMARY)[:1] if k in metrics}
-                    bar.set_postfix(loss=f"{metrics['loss']:.3f}", **shown)
+                    # The objective's first summary metric beside the loss (unless it is the loss).
+                    shown = {k: f"{metrics[k]:.3g}" for k in list(objective.SUMMARY)[:1] if k in metrics and k != "loss"}
+                    bar.set_postfix({"loss": f"{metrics['loss']:.3f}", **shown})
             if config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps:
                 run_eval(step)
             if step % config.train.checkpoint_every == 0:
