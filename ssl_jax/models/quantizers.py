@@ -13,6 +13,13 @@ import jax
 import jax.numpy as jnp
 
 
+def gumbel_temperature(schedule: tuple[float, float, float], step) -> jax.Array:
+    """Gumbel-softmax temperature at update `step`: max(start * decay**step, floor) for
+    `schedule` = (start, floor, decay) (wav2vec 2.0's per-update decay)."""
+    start, floor, decay = schedule
+    return jnp.maximum(start * jnp.power(decay, jnp.asarray(step, jnp.float32)), floor)
+
+
 class GumbelVectorQuantizer(nn.Module):
     """Maps features to codevectors.
 

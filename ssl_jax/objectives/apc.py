@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from ssl_jax.models import frame_encoder
 from ssl_jax.models.encoder import config_from
+from ssl_jax.models.quantizers import gumbel_temperature
 from ssl_jax.objectives import Objective, register
 
 
@@ -38,12 +39,6 @@ def future_l1(pred: jax.Array, x: jax.Array, frame_mask: jax.Array, shift: int) 
     err = jnp.abs(pred[:, : target.shape[1]].astype(jnp.float32) - target.astype(jnp.float32))
     pairs = valid.sum()
     return (err * valid).sum() / jnp.maximum(pairs * x.shape[-1], 1.0), pairs
-
-
-def gumbel_temperature(schedule: tuple[float, float, float], step: Any) -> jax.Array:
-    """max(start * decay**step, floor) for `schedule` = (start, floor, decay)."""
-    start, floor, decay = schedule
-    return jnp.maximum(start * jnp.power(decay, jnp.asarray(step, jnp.float32)), floor)
 
 
 @register("apc")

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssl_jax.models import quantizers
 from ssl_jax.models.quantizers import GumbelVectorQuantizer
 from ssl_jax.objectives import masking, register
 from ssl_jax.objectives.reconstruction import MaskedReconstruction
@@ -87,8 +88,7 @@ class DeCoAR2(MaskedReconstruction):
 
     def gumbel_temperature(self, step: Any) -> jax.Array:
         """max(start * decay^step, floor)."""
-        start, floor, decay = self.gumbel
-        return jnp.maximum(start * jnp.power(decay, jnp.asarray(step, jnp.float32)), floor)
+        return quantizers.gumbel_temperature(self.gumbel, step)
 
     def alter(self, params: Any, x: jax.Array, frame_mask: jax.Array, rng: jax.Array):
         """Span masks over the valid frames; masked frames become the mask vector."""

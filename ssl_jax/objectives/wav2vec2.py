@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.models import quantizers
 from ssl_jax.models.transformer import LAYERDROP_COLLECTION
 from ssl_jax.objectives import accuracy_floor, layerdrop_metrics, masking, register
 from ssl_jax.objectives.masked import MaskedObjective
@@ -155,8 +156,7 @@ class Wav2Vec2Objective(MaskedObjective):
                        **accuracy_floor(1.0 / (1 + self.num_negatives + self.cross_sample_negatives))}
 
     def gumbel_temperature(self, step) -> jax.Array:
-        start, floor, decay = self.gumbel
-        return jnp.maximum(start * jnp.power(decay, jnp.asarray(step, jnp.float32)), floor)
+        return quantizers.gumbel_temperature(self.gumbel, step)
 
     def init(self, rng: jax.Array, batch: dict) -> Any:
         """Parameters (boxed with logical axis names) for a batch of this shape (the module

@@ -76,7 +76,9 @@ def test_codes_are_the_nearest_entries(setup):
     nearest = ((zn[:, :, None, :] - cb[None, None]) ** 2).sum(-1).argmin(-1)
     np.testing.assert_array_equal(np.asarray(codes), np.where(valid, nearest, -1))
     np.testing.assert_allclose(np.asarray(q)[valid], cb[nearest[valid]], rtol=1e-5, atol=1e-6)
-    assert 1.0 <= float(perplexity) <= obj.num_codes
+    counts = np.bincount(nearest[valid], minlength=cb.shape[0]) / valid.sum()
+    used = counts[counts > 0]
+    np.testing.assert_allclose(float(perplexity), np.exp(-(used * np.log(used)).sum()), rtol=1e-5)
 
 
 def test_loss_is_padding_free(setup):
