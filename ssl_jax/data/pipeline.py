@@ -449,19 +449,24 @@ def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: 
 
 
 def eval_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: int,
-                  num_buckets: int, normalize: bool) -> grain.DatasetIterator:
+                  num_buckets: int, normalize: bool, process_index: int = 0,
+                  process_count: int = 1) -> grain.DatasetIterator:
     """Finite, deterministic iterator over every utterance of a split, once.
 
     Utterances are grouped by bucket in record order; longer ones are truncated to their first
     `max_samples` samples. The last batch is completed with empty items (mask all False,
-    `index` -1). `it.plan` is its `BatchPlan`.
+    `index` -1). `it.plan` is its `BatchPlan`. With `process_count` > 1, the global batches
+    hold `batch_size x process_count` utterances and this process reads only its
+    `batch_size` rows of each (rows process_index x batch_size onwards).
     """
     _check(batch_size, max_samples, num_buckets)
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index {process_index} outside [0, {process_count})")
     source = _open(shard_dir, split)
     planner = _Planner(source.num_samples, bucket_lengths(max_samples, num_buckets), max_samples,
-                       0, batch_size, 0, train=False)
+                       0, batch_size * process_count, 0, train=False)
     ds = (grain.MapDataset.range(planner.batches_per_epoch)
-          .map(_ReadBatch(source, planner, batch_size=batch_size, process_index=0))
+          .map(_ReadBatch(source, planner, batch_size=batch_size, process_index=process_index))
           .map(_Crop(0, max_samples, train=False))
           .map(_Collate(normalize)))
     it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=2)))

@@ -36,6 +36,7 @@ import numpy as np
 from ssl_jax.config_fields import from_section
 from ssl_jax.models.encoder import EncoderOutput
 from ssl_jax.models.frontends import LogMelFrontend, logmel_frame_lengths
+from ssl_jax.parallel.sharding import constrain
 
 INPUT_NORMS = ("utterance", "band")
 _NORM_EPS = 1e-5
@@ -290,7 +291,7 @@ class Encoder(nn.Module):
             h, lengths = block(h, lengths)
         b, t, f, c = h.shape
         conv = h.reshape(b, t, f * c)  # bin-major: the reference's [time, bins, channels] flattening
-        conv = nn.with_logical_constraint(conv, ("batch", "frames", "conv_channels"))
+        conv = constrain(conv, ("batch", "frames", "conv_channels"))
         mask = jnp.arange(t)[None, :] < lengths[:, None]
         m = mask[..., None].astype(dtype)
         fc1 = nn.relu(self.fc1(conv)) * m
@@ -300,7 +301,7 @@ class Encoder(nn.Module):
             hidden = (_pad_to(conv, d), _pad_to(fc1, d), fc2)
         else:
             hidden = (_pad_to(conv, d), _pad_to(jnp.concatenate([conv, fc1], -1), d), jnp.concatenate([conv, fc2], -1))
-        hidden = tuple(nn.with_logical_constraint(s, ("batch", "frames", "embed")) for s in hidden)
+        hidden = tuple(constrain(s, ("batch", "frames", "embed")) for s in hidden)
         return EncoderOutput(
             hidden_states=hidden,
             frame_mask=mask,

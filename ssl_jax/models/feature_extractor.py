@@ -105,7 +105,7 @@ class FeatureExtractor(nn.Module):
                 use_bias=self.conv_bias,
                 dtype=self.dtype,
                 kernel_init=nn.with_logical_partitioning(
-                    nn.initializers.he_normal(), ("conv_kernel", None, "conv_channels")
+                    nn.initializers.he_normal(), ("conv_kernel", "conv_in", "conv_channels")
                 ),
                 bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_channels",)),
                 name=f"conv_{i}",

@@ -31,6 +31,7 @@ from ssl_jax.config_fields import from_section
 from ssl_jax.models.encoder import EncoderOutput
 from ssl_jax.models.frontends import NORMS, LogMelFrontend, logmel_frame_lengths
 from ssl_jax.models.transformer import ACTIVATION_AXES, EncoderLayer, layer_norm, remat_layer, remat_policy
+from ssl_jax.parallel.sharding import constrain
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +215,7 @@ class Encoder(nn.Module):
         # The [CLS] token sits at position zero (MAE's zero positional vector).
         x = jnp.concatenate([jnp.broadcast_to(self.cls_token.astype(dtype), (b, 1, cfg.dim)), x], axis=1)
         mask = jnp.concatenate([jnp.ones((b, 1), bool), valid.astype(bool)], axis=1)
-        x = nn.with_logical_constraint(x, ACTIVATION_AXES)
+        x = constrain(x, ACTIVATION_AXES)
         hidden = [x[:, 1:]]
         for layer in self.layers:
             x = layer(x, mask, None, deterministic)

@@ -60,7 +60,7 @@ class GumbelVectorQuantizer(nn.Module):
         logits = nn.Dense(
             g * v,
             dtype=self.dtype,
-            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("conv_channels", "codebook")),
+            kernel_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("conv_in", "codebook")),
             bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("codebook",)),
             name="weight_proj",
         )(features)

@@ -19,8 +19,10 @@ from ssl_jax.models.position import (
     RelativePositionBias,
     StackedConvPositionalEmbedding,
 )
+from ssl_jax.parallel.sharding import constrain
 
 ACTIVATION_AXES = ("batch", "frames", "embed")
+HEAD_AXES = ("batch", "frames", "heads", "kv")
 # Where a training forward pass records which layers LayerDrop kept: the variable
 # `intermediates/.../layers_kept`, bool[num_layers], sown only when LayerDrop is active.
 LAYERDROP_COLLECTION = "intermediates"
@@ -107,9 +109,11 @@ class SelfAttention(nn.Module):
         b, t, _ = x.shape
         hd = self.dim // self.num_heads
 
-        q = _dense(self.dim, ("embed", "heads"), self.dtype, "q_proj")(x).reshape(b, t, self.num_heads, hd)
-        k = _dense(self.dim, ("embed", "heads"), self.dtype, "k_proj")(x).reshape(b, t, self.num_heads, hd)
-        v = _dense(self.dim, ("embed", "heads"), self.dtype, "v_proj")(x).reshape(b, t, self.num_heads, hd)
+        def project(name: str) -> jax.Array:  # [batch, frames, heads, head_dim], whole heads per tensor shard
+            y = _dense(self.dim, ("embed", "heads"), self.dtype, name)(x).reshape(b, t, self.num_heads, hd)
+            return constrain(y, HEAD_AXES)
+
+        q, k, v = project("q_proj"), project("k_proj"), project("v_proj")
         bias = None
         if position_bias is not None:
             if self.gated_bias:
@@ -149,6 +153,7 @@ class FeedForward(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         """x: [batch, frames, dim] -> [batch, frames, dim]."""
         h = _dense(self.intermediate_size, ("embed", "mlp"), self.dtype, "intermediate_dense")(x)
+        h = constrain(h, ("batch", "frames", "mlp"))
         h = nn.Dropout(self.activation_dropout)(gelu(h), deterministic=deterministic)
         h = _dense(self.dim, ("mlp", "embed"), self.dtype, "output_dense")(h)
         return nn.Dropout(self.hidden_dropout)(h, deterministic=deterministic)
@@ -196,7 +201,7 @@ class EncoderLayer(nn.Module):
             if not self.is_initializing():
                 self.sow(FFN_COLLECTION, FFN_OUTPUT, f)
             x = final_ln(x + f)
-        return nn.with_logical_constraint(x, ACTIVATION_AXES)
+        return constrain(x, ACTIVATION_AXES)
 
 
 class TransformerEncoder(nn.Module):
@@ -255,7 +260,7 @@ class TransformerEncoder(nn.Module):
         if not cfg.layer_norm_first:
             x = final_ln(x)
         x = nn.Dropout(cfg.hidden_dropout)(x, deterministic=deterministic)
-        x = nn.with_logical_constraint(x, ACTIVATION_AXES)
+        x = constrain(x, ACTIVATION_AXES)
 
         position_bias = None
         if cfg.relative_position_buckets > 0:

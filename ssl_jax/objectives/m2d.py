@@ -34,6 +34,7 @@ from ssl_jax.models.transformer import ACTIVATION_AXES, EncoderLayer, layer_norm
 from ssl_jax.objectives import register
 from ssl_jax.objectives.ema import EmaObjective, spread
 from ssl_jax.objectives.vectors import l2_normalize
+from ssl_jax.parallel.sharding import constrain
 
 _TARGET_NORMS = ("layer", "none")
 
@@ -92,7 +93,7 @@ class Predictor(nn.Module):
         tokens = jnp.where(valid[..., None], tokens + pos, 0.0)
         h = jnp.concatenate([x[:, :1], tokens], axis=1)  # the [CLS] token at position zero
         mask = jnp.concatenate([jnp.ones((b, 1), bool), valid], axis=1)
-        h = nn.with_logical_constraint(h, ACTIVATION_AXES)
+        h = constrain(h, ACTIVATION_AXES)
         for i in range(self.num_layers):
             h = EncoderLayer(self.dim, self.num_heads, self.intermediate_size, layer_norm_first=True, dtype=self.dtype,
                              name=f"layers_{i}")(h, mask, None, True)

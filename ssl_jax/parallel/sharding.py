@@ -7,8 +7,11 @@ parameters and activations (`ssl_jax.models.LOGICAL_AXES`) to the mesh axes `dat
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import math
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import flax.linen as nn
 import jax
@@ -26,7 +29,7 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("vocab", ("tensor",)),
     ("conv_channels", ("tensor",)),
     ("conv_kernel", None),
-    ("conv_in", None),
+    ("conv_in", ("fsdp",)),
     ("codevector", None),
     ("codebook", ("tensor",)),
     ("buckets", None),
@@ -37,17 +40,6 @@ DEFAULT_RULES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
 
 def rules_dict(rules=DEFAULT_RULES) -> dict[str, tuple[str, ...] | None]:
     return {name: (tuple(axes) if axes else None) for name, axes in rules}
-
-
-def flax_rules(rules=DEFAULT_RULES) -> tuple[tuple[str, Any], ...]:
-    """The table in flax's `nn.logical_axis_rules` form (for activation constraints)."""
-    out = []
-    for name, axes in rules:
-        if not axes:
-            out.append((name, None))
-        else:
-            out.append((name, axes if len(axes) > 1 else axes[0]))
-    return tuple(out)
 
 
 def spec_for(shape: tuple[int, ...], names: tuple[str | None, ...] | None, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> P:
@@ -71,6 +63,62 @@ def spec_for(shape: tuple[int, ...], names: tuple[str | None, ...] | None, mesh:
             spec.append(None)
     return P(*spec)
 
+
+# --------------------------------------------------------------------------- activations
+
+# (mesh, rules) while a step function is traced for that mesh (`activations_on`); None outside.
+_ACTIVE: contextvars.ContextVar[tuple[jax.sharding.Mesh, Any] | None] = contextvars.ContextVar(
+    "ssl_jax_activation_mesh", default=None)
+
+
+@contextlib.contextmanager
+def activation_mesh(mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> Iterator[None]:
+    """Within this context, `constrain` lays activations out on `mesh` by `rules`."""
+    token = _ACTIVE.set((mesh, rules))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def activations_on(fn: Callable, mesh: jax.sharding.Mesh, rules=DEFAULT_RULES) -> Callable:
+    """`fn` traced with `activation_mesh(mesh, rules)` active (wrap before `jax.jit`)."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with activation_mesh(mesh, rules):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
+    """`x` constrained to the sharding its logical axis `names` map to on the active mesh
+    (`spec_for`: a dimension the mesh axes do not divide stays replicated); `x` itself when
+    no mesh is active (model code called outside a sharded step)."""
+    active = _ACTIVE.get()
+    if active is None:
+        return x
+    mesh, rules = active
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec_for(tuple(x.shape), names, mesh, rules)))
+
+
+def check_model(model_config: Any, mesh: jax.sharding.Mesh) -> None:
+    """Raises ValueError when tensor parallelism would split inside an attention head or leave
+    a tensor-sharded layer unsharded: `model.num_heads`, `model.intermediate_size` (and the
+    other sizes the `tensor` rules shard) must be divisible by `mesh.tensor`."""
+    tensor = int(mesh.shape["tensor"])
+    if tensor == 1:
+        return
+    for key, what in (("num_heads", "whole attention heads"), ("intermediate_size", "the MLP's hidden units")):
+        value = model_config.get(key) if hasattr(model_config, "get") else getattr(model_config, key, None)
+        if value is not None and int(value) % tensor:
+            raise ValueError(
+                f"model.{key} = {value} is not divisible by mesh.tensor = {tensor}: tensor parallelism "
+                f"shards {what} over the tensor axis; choose mesh.tensor dividing {value}")
+
+
+# --------------------------------------------------------------------------- parameters
 
 def _is_box(x: Any) -> bool:
     return isinstance(x, nn.meta.AxisMetadata)

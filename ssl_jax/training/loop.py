@@ -81,16 +81,16 @@ def eval_batches(config: Any, path: str) -> list[dict]:
     it = pipeline.eval_iterator(
         path,
         d.eval_split,
-        batch_size=config.train.batch_size,
+        batch_size=config.train.batch_size // jax.process_count(),  # this process' rows only
         max_samples=int(round(d.max_seconds * SAMPLE_RATE)),
         num_buckets=d.num_buckets,
         normalize=d.normalize,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
     out = []
-    share = config.train.batch_size // jax.process_count()
-    lo = jax.process_index() * share  # each process feeds its own rows of the global batch
     for batch in it:
-        out.append({k: np.asarray(batch[k])[lo : lo + share] for k in BATCH_KEYS})
+        out.append({k: np.asarray(batch[k]) for k in BATCH_KEYS})
         if len(out) >= config.train.eval_batches:
             break
     return out
@@ -141,6 +141,22 @@ def micro_weight(metrics: dict) -> jax.Array:
     return jnp.asarray(metrics[LOSS_FRAMES], jnp.float32) + 1e-6
 
 
+def split_micro(x: jax.Array, k: int) -> jax.Array:
+    """[batch, ...] -> [k, batch / k, ...]; micro-batch i holds rows i, i + k, i + 2k, ...
+
+    Every device holds a contiguous block of the batch's rows (batch over data x fsdp), so each
+    micro-batch takes rows from every device: every micro-step runs on all devices, where a plain
+    reshape would give each micro-batch to a fraction of them (with batch / devices divisible by k).
+    """
+    y = jnp.swapaxes(x.reshape(x.shape[0] // k, k, *x.shape[1:]), 0, 1)
+    return sharding_lib.constrain(y, (None, "batch") + (None,) * (x.ndim - 1))
+
+
+def join_micro(y: jax.Array) -> jax.Array:
+    """The inverse of `split_micro`: [k, batch / k, ...] -> [batch, ...] in batch order."""
+    return jnp.swapaxes(y, 0, 1).reshape(-1, *y.shape[2:])
+
+
 def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: Callable, grad_accum: int) -> Callable:
     """`train_step(state, batch, rng) -> (state, metrics)`; a non-finite loss or gradient skips the update.
 
@@ -174,7 +190,7 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
                 state.params, state.objective_state, batch, rng, state.step
             )
         else:
-            micro = jax.tree.map(lambda x: x.reshape(grad_accum, x.shape[0] // grad_accum, *x.shape[1:]), batch)
+            micro = jax.tree.map(lambda x: split_micro(x, grad_accum), batch)
 
             def body(carry, xs):
                 i, mb = xs
@@ -195,7 +211,7 @@ def make_train_step(objective: Any, tx: optax.GradientTransformation, schedule: 
             loss, metrics, grads = jax.tree.map(lambda x: x / weight.astype(x.dtype), total)
             if LOSS_FRAMES in metrics:
                 metrics[LOSS_FRAMES] = weight  # frames of the whole batch
-            inputs = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stacked)  # micro-batches in batch order
+            inputs = jax.tree.map(join_micro, stacked)  # back in batch order
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         grads = jax.tree.map(lambda g: jnp.where(finite, g, 0.0), grads)
@@ -262,10 +278,27 @@ def make_eval_step(objective: Any) -> Callable:
 
 @dataclasses.dataclass
 class _Stop:
+    """SIGTERM asks this process to stop. On a multi-process run every process must stop at the
+    same step (one that saved and left would leave the others waiting in a collective), so
+    `agreed` all-gathers the flags, and also honours JAX's preemption sync point; all processes
+    call it after every step."""
+
     requested: bool = False
 
     def handler(self, signum, frame):  # noqa: ARG002
         self.requested = True
+
+    def agreed(self, step: int) -> bool:
+        if jax.process_count() == 1:
+            return self.requested
+        from jax.experimental import multihost_utils
+
+        try:
+            preempted = multihost_utils.reached_preemption_sync_point(step)
+        except RuntimeError:  # the preemption service is off (jax_enable_preemption_service)
+            preempted = False
+        votes = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
+        return bool(preempted) or bool(np.max(votes))
 
 
 def _audio_seconds(batch: dict) -> float:
@@ -312,6 +345,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     # Mesh and objective.
     mesh = mesh_lib.make_mesh(config.mesh)
     rules = sharding_lib.DEFAULT_RULES
+    sharding_lib.check_model(config.model, mesh)
     objective = objectives.build(config)
     objective.prepare(path, workdir)
     total_steps = int(config.train.steps)
@@ -375,13 +409,13 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     step_rng = key_on_mesh(1, 0)
     batch_in = lambda b: sharding_lib.batch_shardings(b, mesh, rules)  # noqa: E731
     train_step = compiled_lib.CompiledSteps(
-        make_train_step(objective, tx, schedule, grad_accum),
+        sharding_lib.activations_on(make_train_step(objective, tx, schedule, grad_accum), mesh, rules),
         lambda b: (state_shardings, batch_in(b), replicated),
         (state_shardings, replicated),
         donate=(0,),
     )
     eval_step = compiled_lib.CompiledSteps(
-        make_eval_step(objective),
+        sharding_lib.activations_on(make_eval_step(objective), mesh, rules),
         lambda b: ((state_shardings.params, state_shardings.objective_state), batch_in(b), replicated),
         replicated,
     )
@@ -474,7 +508,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
                 manager.save(step, state_lib.as_dict(state), batches.get_state(), config)
             if collapsed:
                 log.error("stopping: %s", collapsed)
-            if stop.requested or collapsed or (stop_after is not None and step >= stop_after):
+            if stop.agreed(step) or collapsed or (stop_after is not None and step >= stop_after):
                 stopped_early = step < total_steps
                 break
     finally:

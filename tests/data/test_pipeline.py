@@ -132,6 +132,20 @@ def test_process_shares_are_disjoint_and_complete(shards):
             np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), g[k])
 
 
+def test_eval_iterator_reads_only_this_process_rows(shards):
+    whole = list(P.eval_iterator(shards, "train", batch_size=4, max_samples=MAX, num_buckets=3, normalize=False))
+    parts = [list(P.eval_iterator(shards, "train", batch_size=2, max_samples=MAX, num_buckets=3, normalize=False,
+                                  process_index=i, process_count=2)) for i in range(2)]
+    assert len(parts[0]) == len(parts[1]) == len(whole)
+    for g, a, b in zip(whole, *parts):
+        assert a["audio"].shape == b["audio"].shape == (2, g["audio"].shape[1])
+        for k in ("audio", "audio_mask", "index"):
+            np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), g[k])
+    with pytest.raises(ValueError, match="outside"):
+        P.eval_iterator(shards, "train", batch_size=2, max_samples=MAX, num_buckets=3, normalize=False,
+                        process_index=2, process_count=2)
+
+
 def test_eval_iterator_whole_split_once(shards):
     src = ShardSource(shards, "train")
     batches = list(P.eval_iterator(shards, "train", batch_size=4, max_samples=MAX, num_buckets=3,

@@ -138,7 +138,7 @@ def test_accumulation_holds_only_what_every_micro_batch_left_without_gradient():
     s1, m1 = step(state, {"x": x, "use_b": jnp.ones(4, bool)}, jax.random.key(0))
     assert set(m1) >= {"toy", "loss"} and NO_GRADIENT not in m1
     assert _moved(s1.params["b"], state.params["b"])
-    # Only the first micro-batch (rows 0-1) uses b: it is updated, with the mean gradient.
+    # Only the first micro-batch (rows 0 and 2) uses b: it is updated, with the mean gradient.
     s2, _ = step(s1, {"x": x, "use_b": jnp.array([True, False, False, False])}, jax.random.key(0))
     assert _moved(s2.params["b"], s1.params["b"]) and _moved(_adam(s2.opt_state).mu["b"], _adam(s1.opt_state).mu["b"])
     # No micro-batch uses b: b, its moments, are held while a moves on.
@@ -200,7 +200,7 @@ def test_gradient_accumulation_weights_micro_batches_by_their_frames():
              "weight_decay": 0.0, "clip_norm": 0.0}  # large eps: the update is not scale-free
     tx, schedule = make_optimizer(optim, 10)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3)), jnp.float32)
-    batch = {"x": x, "valid": jnp.array([True, False, True, True])}  # 1 frame, then 2
+    batch = {"x": x, "valid": jnp.array([True, False, True, True])}  # micro-batches (rows 0, 2; 1, 3): 2 frames, then 1
     state = TrainState.create({"w": jnp.ones((3,))}, tx)
     whole, m1 = jax.jit(loop.make_train_step(_FrameMean(), tx, schedule, 1))(state, batch, jax.random.key(0))
     accum, m2 = jax.jit(loop.make_train_step(_FrameMean(), tx, schedule, 2))(state, batch, jax.random.key(0))
