@@ -22,6 +22,8 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Initialise jax.distribut
 _COORDINATOR = flags.DEFINE_string("coordinator", None, "host:port of process 0 (default: from the environment).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (default: from the environment).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (default: from the environment).")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout", 100, "Seconds without a heartbeat after which a process counts as dead and the run stops.")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide the progress bar.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -35,7 +37,8 @@ def main(argv: list[str]) -> None:
 
     if _DISTRIBUTED.value:
         jax.distributed.initialize(
-            coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+            coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+            heartbeat_timeout_seconds=_HEARTBEAT.value,
         )
     from ssl_jax.training import loop
 

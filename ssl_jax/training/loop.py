@@ -25,6 +25,7 @@ from ssl_jax import objectives
 from ssl_jax.data.shards import SAMPLE_RATE
 from ssl_jax.objectives import STATE_INPUT
 from ssl_jax.parallel import mesh as mesh_lib
+from ssl_jax.parallel import processes
 from ssl_jax.parallel import sharding as sharding_lib
 from ssl_jax.training import abx_probe
 from ssl_jax.training import checkpoint as ckpt_lib
@@ -289,16 +290,8 @@ class _Stop:
         self.requested = True
 
     def agreed(self, step: int) -> bool:
-        if jax.process_count() == 1:
-            return self.requested
-        from jax.experimental import multihost_utils
-
-        try:
-            preempted = multihost_utils.reached_preemption_sync_point(step)
-        except RuntimeError:  # the preemption service is off (jax_enable_preemption_service)
-            preempted = False
-        votes = multihost_utils.process_allgather(np.asarray(self.requested, np.int32))
-        return bool(preempted) or bool(np.max(votes))
+        preempted = processes.preemption_notice(step)
+        return processes.any_process(self.requested) or preempted
 
 
 def _audio_seconds(batch: dict) -> float:
@@ -340,6 +333,9 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     # Data.
     path = shard_dir(config)
     batches: Iterator[dict] = train_batches(config, path)
+    if jax.process_count() > 1:
+        log.info("process %d of %d reads %d of the %d utterances of every global batch", jax.process_index(),
+                 jax.process_count(), config.train.batch_size // jax.process_count(), config.train.batch_size)
     held_out = eval_batches(config, path) if config.train.eval_batches > 0 else []
 
     # Mesh and objective.
@@ -427,6 +423,7 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         ((state.params, state.objective_state), abstract_batch(b, config.train.batch_size, mesh, rules), step_rng)
         for b in held_out
     ])
+    processes.barrier("ssl_jax_compiled")  # a process whose programs came from the cache waits for the others
     log.info(
         "compiled %d programs at start-up in %.1f s; %d found in the persistent compilation cache (%s)",
         train_step.count + eval_step.count, train_step.compile_seconds + eval_step.compile_seconds,
@@ -508,7 +505,11 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
                 manager.save(step, state_lib.as_dict(state), batches.get_state(), config)
             if collapsed:
                 log.error("stopping: %s", collapsed)
-            if stop.agreed(step) or collapsed or (stop_after is not None and step >= stop_after):
+            signalled = stop.agreed(step)
+            if signalled:
+                log.info("stopping at step %d: SIGTERM or preemption notice (agreed by all %d processes)",
+                         step, jax.process_count())
+            if signalled or collapsed or (stop_after is not None and step >= stop_after):
                 stopped_early = step < total_steps
                 break
     finally:
