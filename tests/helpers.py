@@ -34,6 +34,19 @@ def tiny_config(**model):
     return c
 
 
+def multiprocess_config(corpus: str, cache: str, steps: int):
+    """A tiny log-mel wav2vec 2.0 run on mesh data=2 x fsdp=rest (tests/test_multiprocess.py;
+    its processes load this through a config file)."""
+    c = tiny_config(frontend="logmel")  # compiles faster than the conv front end
+    c.data.path = corpus
+    c.data.max_seconds, c.data.min_seconds, c.data.num_buckets = 1.0, 0.5, 1
+    c.train.steps, c.train.batch_size, c.train.log_every = steps, 8, 1
+    c.train.eval_every, c.train.eval_batches, c.train.checkpoint_every = 0, 0, 100
+    c.train.compilation_cache = cache
+    c.mesh.data, c.mesh.fsdp = 2, -1
+    return c
+
+
 def tones(num: int, samples: int, seed: int = 0) -> np.ndarray:
     """Piecewise tones (a new random pitch every 40 ms): frames that are easy to tell apart."""
     rng = np.random.default_rng(seed)

@@ -14,32 +14,19 @@ import pytest
 
 from ssl_jax.training import loop
 from ssl_jax.training.logging import read_metrics
-from tests.helpers import ROOT
+from tests.helpers import ROOT, multiprocess_config
 
 STEPS = 10
 
 CONFIG = '''
 import sys
 sys.path.insert(0, {root!r})
-from tests.test_multiprocess import config
+from tests.helpers import multiprocess_config
 
 
 def get_config():
-    return config({corpus!r}, {cache!r})
+    return multiprocess_config({corpus!r}, {cache!r}, {steps})
 '''
-
-
-def config(corpus: str, cache: str):
-    from tests.helpers import tiny_config
-
-    c = tiny_config(frontend="logmel")  # compiles faster than the conv front end
-    c.data.path = corpus
-    c.data.max_seconds, c.data.min_seconds, c.data.num_buckets = 1.0, 0.5, 1
-    c.train.steps, c.train.batch_size, c.train.log_every = STEPS, 8, 1
-    c.train.eval_every, c.train.eval_batches, c.train.checkpoint_every = 0, 0, 100
-    c.train.compilation_cache = cache
-    c.mesh.data, c.mesh.fsdp = 2, -1
-    return c
 
 
 def _losses(workdir: str) -> dict[int, float]:
@@ -88,9 +75,9 @@ def setup(tiny_corpus, tmp_path_factory):
     cache = str(tmp / "xla")
     config_file = str(tmp / "config.py")
     with open(config_file, "w") as f:
-        f.write(CONFIG.format(root=ROOT, corpus=tiny_corpus, cache=cache))
+        f.write(CONFIG.format(root=ROOT, corpus=tiny_corpus, cache=cache, steps=STEPS))
     reference = str(tmp / "one_process")
-    summary = loop.train(config(tiny_corpus, cache), reference, progress=False)
+    summary = loop.train(multiprocess_config(tiny_corpus, cache, STEPS), reference, progress=False)
     assert summary["devices"] == 8 and summary["steps"] == STEPS
     return tmp, config_file, _losses(reference), tiny_corpus, cache
 
@@ -101,7 +88,7 @@ def test_sigterm_stops_a_single_process_run_with_a_checkpoint(setup):
     # The handler is installed on the main thread; the signal comes from another one mid-run.
     threading.Thread(target=lambda: (_wait_for_step(workdir, 2), os.kill(os.getpid(), signal.SIGTERM)),
                      daemon=True).start()
-    summary = loop.train(config(corpus, cache), workdir, progress=False)
+    summary = loop.train(multiprocess_config(corpus, cache, STEPS), workdir, progress=False)
     stopped = summary["steps"]
     assert summary["stopped_early"] and 2 <= stopped < STEPS
     assert os.listdir(os.path.join(workdir, "checkpoints")) == [str(stopped)]
