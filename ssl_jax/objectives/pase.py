@@ -40,12 +40,12 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.data import features
+from ssl_jax.data.shards import SAMPLE_RATE
 from ssl_jax.models import frame_encoder
 from ssl_jax.models.encoder import config_from
 from ssl_jax.objectives import Objective, register
 
 WORKERS = ("wave", "lps", "fbank", "mfcc", "prosody")
-SAMPLE_RATE = 16_000
 PROSODY = ("log_energy", "zcr", "voicing", "log_f0")
 VOICED = 0.5  # normalised autocorrelation at the pitch lag above which a frame counts as voiced
 _EPS = 1e-8
