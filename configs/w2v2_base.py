@@ -138,6 +138,12 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     # target spread, accuracy near chance) is warned about; this many logged steps in a row
     # stop the run with a checkpoint. 0 = warn only.
     c.train.collapse_patience = 0
+    # A step with a non-finite loss or gradient is skipped (counted in summary.json). This many
+    # skipped steps in a row roll the run back to the latest checkpoint from before them, with
+    # the data order and step keys of the next seed (seed + rollbacks, kept in the checkpoints);
+    # after max_rollbacks rollbacks the next such run of steps stops with an error. 0 = off.
+    c.train.rollback_after = 3
+    c.train.max_rollbacks = 3
     # Warm start: any ssl_jax checkpoint (a workdir, a step folder, or one converted from
     # transformers/fairseq/torchaudio); its encoder, and heads where shapes match, with fresh
     # optimizer state. Empty: random initialisation.

@@ -2,16 +2,23 @@
 
 A checkpoint lives in `WORKDIR/checkpoints/<step>/` and holds three items: `state` (the
 train-state pytree; its `params` entry is `{"encoder": ..., <objective heads>}`), `data`
-(the data iterator's state, JSON) and `config` (the full config, JSON). A converted or
-exported model is the same layout at step 0 with `state = {"params": params}` only.
+(JSON: the data iterator's state and the number of rollbacks behind it, which selects the data
+seed) and `config` (the full config, JSON). A converted or exported model is the same layout at
+step 0 with `state = {"params": params}` only.
+
+Orbax writes a step into `<step>.orbax-checkpoint-tmp` and renames it when every item is on
+disk, so a save cut short (a kill, a full disk) leaves a folder that neither `latest_step`
+nor `resolve_step_dir` takes, and it never deletes older steps before the new one is finished.
+A failed save is raised as `CheckpointSaveError`, one line naming the workdir.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
-from typing import Any
+from typing import Any, NamedTuple, NoReturn
 
 import jax
 import numpy as np
@@ -53,6 +60,42 @@ def config_to_dict(config: Any) -> dict:
     return _jsonable(dict(config))
 
 
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written. The message is one line; `errno` is ENOSPC (or
+    EDQUOT) when the disk or quota is full, None otherwise."""
+
+
+_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+# TensorStore (the array writer) reports the OS error inside a ValueError's text.
+_FULL_TEXT = {"no space left on device": errno.ENOSPC, "os_error_code='28'": errno.ENOSPC,
+              "disk quota exceeded": errno.EDQUOT}
+
+
+def disk_full(error: BaseException) -> int | None:
+    """ENOSPC or EDQUOT when `error` (or an exception it was raised from) says the disk or the
+    quota is full, else None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in _FULL:
+            return error.errno
+        text = str(error).lower()
+        for needle, code in _FULL_TEXT.items():
+            if needle in text:
+                return code
+        error = error.__cause__ or error.__context__
+    return None
+
+
+class Restored(NamedTuple):
+    """What `CheckpointManager.restore` returns."""
+
+    state: Any  # the train-state pytree, laid out as the abstract state asked
+    data: Any  # the data iterator's state
+    config: dict
+    rollbacks: int  # rollbacks in the run's history at that step (0 for checkpoints before them)
+
+
 class CheckpointManager:
     """Async, keep-N Orbax checkpoints of (train state, data iterator state, config).
 
@@ -64,9 +107,13 @@ class CheckpointManager:
     """
 
     def __init__(self, workdir: str, *, save_every: int = 1, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.workdir = os.path.abspath(workdir)
+        self.directory = os.path.join(self.workdir, "checkpoints")
+        self._save_every = max(int(save_every), 1)
+        self._saving: int | None = None  # the step of the last save started
+        self._failure: CheckpointSaveError | None = None
         options = ocp.CheckpointManagerOptions(
-            save_interval_steps=max(int(save_every), 1),
+            save_interval_steps=self._save_every,
             max_to_keep=keep,
             enable_async_checkpointing=async_save,
             create=True,
@@ -79,19 +126,31 @@ class CheckpointManager:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, data_state: Any, config: Any, *, force: bool = False) -> bool:
-        """Saves (asynchronously) if `step` is due or `force`; returns whether a save started."""
-        if step in self._manager.all_steps():
+    def save(self, step: int, state: Any, data_state: Any, config: Any, *, force: bool = False,
+             rollbacks: int = 0) -> bool:
+        """Saves (asynchronously) if `step` is due or `force`; returns whether a save started.
+
+        `rollbacks` is stored beside the data iterator's state (`Restored.rollbacks`). Raises
+        `CheckpointSaveError` if this save or the previous one (which it waits for) failed.
+        """
+        if step in self._manager.all_steps() or not (force or step % self._save_every == 0):
             return False
+        self.wait()  # Orbax's save would wait for the previous one too; its failure is reported as its own
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(_jsonable({"iterator": data_state})),
+            data=ocp.args.JsonSave(_jsonable({"iterator": data_state, "rollbacks": int(rollbacks)})),
             config=ocp.args.JsonSave(config_to_dict(config)),
         )
-        return bool(self._manager.save(int(step), args=args, force=force))
+        try:
+            started = bool(self._manager.save(int(step), args=args, force=force))
+        except Exception as e:  # the blocking part of this save (directories, metadata, arrays to host)
+            self._raise(e, step)
+        if started:
+            self._saving = int(step)
+        return started
 
-    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, Any, dict]:
-        """Restores `(state, data_state, config)` at `step` (latest when None).
+    def restore(self, abstract_state: Any, step: int | None = None) -> Restored:
+        """Restores `(state, data, config, rollbacks)` at `step` (latest when None).
 
         Args:
             abstract_state: pytree of `jax.ShapeDtypeStruct` with shardings (from `jax.eval_shape`
@@ -108,15 +167,70 @@ class CheckpointManager:
                 config=ocp.args.JsonRestore(),
             ),
         )
-        return restored["state"], _unjsonable(restored["data"])["iterator"], restored["config"]
+        data = _unjsonable(restored["data"])
+        return Restored(restored["state"], data["iterator"], restored["config"], int(data.get("rollbacks", 0)))
+
+    def rollbacks(self, step: int) -> int:
+        """The rollbacks stored with the checkpoint of `step` (its data item only is read)."""
+        with open(os.path.join(self.directory, str(int(step)), "data", "metadata"), encoding="utf-8") as f:
+            return int(json.load(f).get("rollbacks", 0))
+
+    def delete_after(self, step: int) -> list[int]:
+        """Deletes the checkpoints of steps after `step` (once pending saves are done); returns them."""
+        self.wait()
+        later = [s for s in self.all_steps() if s > step]
+        for s in later:
+            self._manager.delete(s)
+        return later
+
+    def failed(self) -> bool:
+        """Whether a background save has finished with an error, without waiting for one in
+        progress; `wait` (or the next `save`) raises it."""
+        if self._failure is None and self._saving is not None and not self._manager.is_saving_in_progress():
+            try:
+                self._manager.wait_until_finished()  # finished: returns at once, or raises its error
+            except Exception as e:
+                self._record(e, self._saving)
+        return self._failure is not None
 
     def wait(self) -> None:
-        """Blocks until pending async saves are on disk."""
-        self._manager.wait_until_finished()
+        """Blocks until pending async saves are on disk; raises `CheckpointSaveError` if one failed."""
+        self._raise_failure()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:
+            self._raise(e, self._saving)
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        self.wait()
         self._manager.close()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def _record(self, error: Exception, step: int | None) -> CheckpointSaveError:
+        """The one-line `CheckpointSaveError` for a failed save of `step`, kept for later calls."""
+        self._manager.reload()  # Orbax forgot the failed step and the ones it meant to replace
+        intact = self.latest_step()
+        code = disk_full(error)
+        what = _FULL[code] if code else " ".join([type(error).__name__ + ":", *str(error).strip().splitlines()[:1]])
+        where = f"could not write the checkpoint of step {step} under {self.workdir}: {what}"
+        if intact is None:
+            after = "; there is no earlier checkpoint"
+        else:
+            after = f"; the checkpoint of step {intact} is intact and the same command resumes from it"
+        if code:
+            after += " once space is freed"
+        failure = CheckpointSaveError(where + after)
+        failure.errno = code
+        # A full disk needs no traceback (Orbax has logged the writer's); any other failure keeps its cause.
+        failure.__cause__, failure.__suppress_context__ = (None if code else error), True
+        self._failure = failure
+        return failure
+
+    def _raise(self, error: Exception, step: int | None) -> NoReturn:
+        raise self._record(error, step)
 
 
 def save_pretrained(out_dir: str, params: Any, config: Any) -> str:

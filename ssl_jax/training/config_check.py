@@ -3,6 +3,7 @@ them, for a clear error on a typo, and user errors reported in one line."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import os
@@ -73,9 +74,14 @@ def check_overrides(argv: list[str], flag: str = "config") -> None:
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
+# A full disk or quota (a checkpoint or log that cannot be written): one line, exit status 1.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
 def user_errors(main: Callable) -> Callable:
     """Wraps an entry point's `main`: a `USER_ERRORS` exception ends the program with its message
-    on one line (`error: ...`) and exit status 2 instead of a traceback."""
+    on one line (`error: ...`) and exit status 2 instead of a traceback; an OSError for a full
+    disk (`FULL_DISK`) does the same with status 1."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
@@ -84,6 +90,11 @@ def user_errors(main: Callable) -> Callable:
         except USER_ERRORS as e:
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except OSError as e:
+            if e.errno not in FULL_DISK:
+                raise
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
 
     return wrapped
 

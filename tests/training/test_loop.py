@@ -1,4 +1,8 @@
-"""Tests for ssl_jax/training/loop.py: non-finite updates are skipped; parameters without gradient are held."""
+"""Tests for ssl_jax/training/loop.py: non-finite updates are skipped, and a run of them rolls the
+run back; parameters without gradient are held; a full disk stops the run with one line."""
+
+import errno
+import logging
 
 import flax.linen as nn
 import jax
@@ -12,7 +16,9 @@ from ssl_jax import objectives
 from ssl_jax.objectives import STATE_INPUT, Objective
 from ssl_jax.parallel import mesh as mesh_lib
 from ssl_jax.parallel import sharding as sharding_lib
+from ssl_jax.training import checkpoint as ckpt_lib
 from ssl_jax.training import loop
+from ssl_jax.training.logging import read_metrics
 from ssl_jax.training.optimizer import NO_GRADIENT, make_optimizer
 from ssl_jax.training.state import TrainState
 from tests.helpers import tiny_config, tones
@@ -230,3 +236,137 @@ def test_every_contrastive_and_masked_objective_monitors_chance():
     params = nn.unbox(obj.init(jax.random.key(0), batch))
     _, metrics = obj.loss(params, batch, jax.random.key(1), 0, False)
     assert set(obj.floors) <= set(metrics)
+
+
+def test_non_finite_streak_finds_runs_across_judgements():
+    watch = loop.NonFiniteStreak(limit=2, skipped=5)  # 5 skipped before this run (a resume)
+    for step, count in {1: 5, 2: 6, 3: 6, 4: 7}.items():  # steps 2 and 4 skipped
+        watch.push(step, jnp.asarray(float(count)))
+    assert watch.judge() is None and watch.in_a_row == 1
+    assert watch.judge() is None  # nothing new
+    watch.push(5, jnp.asarray(8.0))  # step 5 skipped: 4-5 in a row, across two judgements
+    watch.push(6, jnp.asarray(9.0))
+    assert watch.judge() == (4, 5)
+    once = loop.NonFiniteStreak(limit=1, skipped=0)
+    once.push(9, jnp.asarray(1.0))
+    assert once.judge() == (9, 9)
+
+
+def test_rollback_target_is_the_last_checkpoint_before_the_bad_steps():
+    assert loop.rollback_target(7, [2, 4, 6, 8], 0, 3, "steps 7-9") == 6  # 8 was saved during the bad run
+    with pytest.raises(RuntimeError, match=r"steps 1-3, and no checkpoint from before step 1 to roll back to"):
+        loop.rollback_target(1, [2], 0, 3, "steps 1-3")
+    with pytest.raises(RuntimeError, match=r"steps 7-9, after 2 rollback\(s\) \(train.max_rollbacks=2\)"):
+        loop.rollback_target(7, [4], 2, 2, "steps 7-9")
+
+
+class _Poisoned:
+    """A training iterator whose batches at the stream positions `bad` get a NaN sample, which
+    makes the loss non-finite (a bad stretch of data in one data order)."""
+
+    def __init__(self, it, bad):
+        self.it, self.bad, self.plan = it, bad, it.plan
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        position = self.it.get_state()["next_index"]
+        batch = next(self.it)
+        if position in self.bad:
+            batch = dict(batch, audio=batch["audio"].copy())
+            batch["audio"][0, 100] = np.nan
+        return batch
+
+    def get_state(self):
+        return self.it.get_state()
+
+    def set_state(self, state):
+        self.it.set_state(state)
+
+    def close(self):
+        self.it.close()
+
+
+def _run_config(corpus: str, cache: str):
+    c = tiny_config(frontend="logmel")  # the loop is under test; log-mel compiles faster
+    c.data.path = corpus
+    c.data.max_seconds, c.data.min_seconds, c.data.num_buckets = 1.0, 0.5, 1
+    c.train.steps, c.train.batch_size, c.train.log_every = 8, 8, 1
+    c.train.eval_every, c.train.eval_batches, c.train.checkpoint_every = 0, 0, 2
+    c.train.rollback_after, c.train.max_rollbacks = 2, 1
+    c.train.compilation_cache = cache
+    return c
+
+
+@pytest.fixture(scope="module")
+def xla_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("xla"))
+
+
+def _poison(monkeypatch, bad_for_offset):
+    real = loop.train_batches
+
+    def poisoned(config, path, seed_offset=0):
+        return _Poisoned(real(config, path, seed_offset), bad_for_offset(seed_offset))
+
+    monkeypatch.setattr(loop, "train_batches", poisoned)
+
+
+def test_non_finite_steps_in_a_row_roll_back_to_the_checkpoint_with_a_new_data_order(
+    tiny_corpus, xla_cache, tmp_path, monkeypatch, caplog
+):
+    # The batches of steps 6 and 7 are bad in the first data order only; step 6 is saved (one bad
+    # step is no run yet), the run is found at step 7.
+    _poison(monkeypatch, lambda offset: {5, 6} if offset == 0 else set())
+    workdir = str(tmp_path / "run")
+    with caplog.at_level(logging.WARNING, logger=loop.__name__):
+        summary = loop.train(_run_config(tiny_corpus, xla_cache), workdir, progress=False)
+    assert summary["rollbacks"] == 1 and summary["rolled_back"] == [{"steps": [6, 7], "to": 4}]
+    assert summary["steps"] == 8 and summary["skipped_updates"] == 0  # the kept run never skipped
+    assert "steps 6-7: 2 non-finite updates in a row" in caplog.text
+    assert "rolled back to the checkpoint of step 4" in caplog.text and "deleted later checkpoints [6]" in caplog.text
+    # metrics.jsonl follows the kept run: every step once, in order, finite.
+    records = [r for r in read_metrics(workdir) if "loss" in r]
+    assert [r["step"] for r in records] == list(range(1, 9))
+    assert all(r["loss"] is not None and np.isfinite(r["loss"]) for r in records)
+    state, _ = ckpt_lib.load_state(workdir)
+    assert int(state["step"]) == 8
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(state["params"]))
+    # The checkpoint of step 6 saved during the bad steps was replaced by the kept run's, which
+    # carries the new data order, as the one of step 8 does: a resume continues the kept run.
+    manager = ckpt_lib.CheckpointManager(workdir)
+    assert manager.all_steps()[-2:] == [6, 8] and manager.rollbacks(6) == manager.rollbacks(8) == 1
+
+
+def test_rollbacks_are_capped_by_max_rollbacks(tiny_corpus, xla_cache, tmp_path, monkeypatch):
+    _poison(monkeypatch, lambda offset: set(range(4, 100)))  # bad from step 5 on, in every data order
+    with pytest.raises(RuntimeError, match=r"steps 5-6: 2 non-finite updates in a row .*after 1 rollback\(s\) "
+                                           r"\(train.max_rollbacks=1\)"):
+        loop.train(_run_config(tiny_corpus, xla_cache), str(tmp_path / "run"), progress=False)
+
+
+def test_a_full_disk_stops_the_run_with_one_line_and_keeps_the_last_checkpoint(tiny_corpus, xla_cache, tmp_path,
+                                                                             monkeypatch):
+    from orbax.checkpoint import handlers
+
+    real = handlers.JsonCheckpointHandler._save_fn
+
+    async def full_from_step_4(self, x, directory):
+        # directory: <workdir>/checkpoints/<step>.orbax-checkpoint-tmp.../<item>.orbax-checkpoint-tmp...
+        if int(directory.parent.name.split(".")[0]) >= 4:
+            raise OSError(errno.ENOSPC, "No space left on device", str(directory / "metadata"))
+        return await real(self, x, directory)
+
+    monkeypatch.setattr(handlers.JsonCheckpointHandler, "_save_fn", full_from_step_4)
+    workdir = tmp_path / "run"
+    with pytest.raises(ckpt_lib.CheckpointSaveError) as info:
+        loop.train(_run_config(tiny_corpus, xla_cache), str(workdir), progress=False)
+    message = str(info.value)
+    assert "\n" not in message and info.value.errno == errno.ENOSPC
+    assert f"step 4 under {workdir}: no space left on device" in message and "step 2 is intact" in message
+    assert not (workdir / "summary.json").exists()
+    monkeypatch.undo()
+    assert ckpt_lib.CheckpointManager(str(workdir)).latest_step() == 2
+    state, _ = ckpt_lib.load_state(str(workdir))
+    assert int(state["step"]) == 2
