@@ -450,6 +450,8 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     )
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))
 
+    # The persistent compilation cache from here on, so the state's initialisation is cached too.
+    cache_dir = compiled_lib.use_persistent_cache(str(config.train.get("compilation_cache", "")))
     if start_step:
         restored = manager.restore(state_lib.as_dict(abstract_state), start_step)
         state = state_lib.from_dict(restored.state)
@@ -464,7 +466,6 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
         )(state.objective_state, state.params))
 
     # Compiled steps: every bucket shape, before the first step.
-    cache_dir = compiled_lib.use_persistent_cache(str(config.train.get("compilation_cache", "")))
     replicated = sharding_lib.replicated(mesh)
     step_rng = key_on_mesh(1, rollbacks)  # a rollback draws new masks too
     batch_in = lambda b: sharding_lib.batch_shardings(b, mesh, rules)  # noqa: E731
