@@ -105,8 +105,8 @@ def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
 
 def check_model(model_config: Any, mesh: jax.sharding.Mesh) -> None:
     """Raises ValueError when tensor parallelism would split inside an attention head or leave
-    a tensor-sharded layer unsharded: `model.num_heads`, `model.intermediate_size` (and the
-    other sizes the `tensor` rules shard) must be divisible by `mesh.tensor`."""
+    the MLP unsharded: `model.num_heads` and `model.intermediate_size` (where the model has
+    them) must be divisible by `mesh.tensor`."""
     tensor = int(mesh.shape["tensor"])
     if tensor == 1:
         return
