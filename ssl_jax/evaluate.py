@@ -251,10 +251,13 @@ def evaluate_upstream(cfg, spec: str, name: str, workdir: str, shared: str, norm
                     "seconds": round(time.time() - t0, 1),
                     "layer_weights": [round(float(w), 4) for w in res.layer_weights],
                     "curve": res.fit.curve, **res.info}
+                if res.fit.grid:  # the learning-rate grid: every rate's best validation metrics
+                    done[tname].update(lr=res.fit.lr, lr_grid={f"{lr:g}": v for lr, v in res.fit.grid.items()})
                 primary = tasks.get(tname).metric if tasks.get(tname).metric in res.metrics else next(iter(res.metrics))
                 writer.scalar(f"{tname}/test_{primary}", results[tname][primary], res.fit.steps)
+                lr = f", lr {res.fit.lr:g} of {len(res.fit.grid)}" if res.fit.grid else ""
                 log(f"{tname}: test {_brief(results[tname])} (valid {_brief(res.fit.valid)}, best step "
-                    f"{res.fit.best_step}/{res.fit.steps}, {time.time() - t0:.0f}s)")
+                    f"{res.fit.best_step}/{res.fit.steps}{lr}, {time.time() - t0:.0f}s)")
         finally:
             writer.close()
     details["tasks"] = {t: done[t] for t in cfg.tasks_to_run}

@@ -35,8 +35,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import multiprocessing
 import os
+import queue
 import sys
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -304,6 +307,73 @@ class _Collate(grain.transforms.Map):
         return batch
 
 
+_RERUN = ("the batches it owed will never come. The log above may say why (out of memory: lower "
+          "data.num_workers or the batch size); rerun to resume from the latest checkpoint.")
+
+
+class DataWorkerError(RuntimeError):
+    """A data worker process died; the command line prints it on one line."""
+
+
+class WorkerWatch:
+    """A multi-worker Grain iterator whose worker processes are watched: a worker that dies
+    (killed, out of memory, a crash in native code) ends the wait for the next batch with a
+    clear error, where Grain would wait for it forever. Everything else (`get_state`,
+    `set_state`, `plan`) is the wrapped iterator's.
+
+    Each batch is fetched in a daemon thread while this one polls the workers every
+    `poll_seconds`; a worker counts once it has been seen alive at a poll or after a batch.
+    """
+
+    def __init__(self, it: grain.DatasetIterator, poll_seconds: float = 0.5):
+        self._it = it
+        self._poll = poll_seconds
+        self._workers: dict[int, multiprocessing.process.BaseProcess] = {}
+        self._pending: queue.Queue | None = None
+
+    def __iter__(self) -> WorkerWatch:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._pending is None:
+            self._pending = queue.Queue(1)
+            threading.Thread(target=self._fetch, args=(self._pending,), daemon=True).start()
+        while True:
+            self._note_workers()
+            try:
+                ok, value = self._pending.get(timeout=self._poll)
+            except queue.Empty:
+                self._check()
+                continue
+            self._pending = None
+            if not ok:
+                raise value
+            return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._it, name)
+
+    def _fetch(self, out: queue.Queue) -> None:
+        try:
+            out.put((True, next(self._it)))
+        except RuntimeError as e:  # Grain's own report of a dead worker, when it notices first
+            died = "terminated unexpectedly" in str(e)
+            out.put((False, DataWorkerError(f"a data worker process died ({e}); {_RERUN}") if died else e))
+        except BaseException as e:  # handed to the consumer, which raises it
+            out.put((False, e))
+
+    def _note_workers(self) -> None:
+        for p in multiprocessing.active_children():
+            self._workers.setdefault(p.pid, p)
+
+    def _check(self) -> None:
+        dead = [p for p in self._workers.values() if p.exitcode not in (None, 0)]
+        if dead:
+            how = ", ".join(f"pid {p.pid} " + (f"killed by signal {-p.exitcode}" if p.exitcode < 0 else
+                                                f"exit status {p.exitcode}") for p in dead)
+            raise DataWorkerError(f"a data worker process died ({how}); {_RERUN}")
+
+
 def _ensure_flags_parsed() -> None:
     """Grain's worker processes read absl flags; outside an absl app nothing has parsed them."""
     from absl import flags
@@ -441,6 +511,8 @@ def train_iterator(shard_dir: str, split: str, *, batch_size: int, max_samples: 
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=num_workers, per_worker_buffer_size=buffer_size))
     it = iter(it_ds)
+    if num_workers > 0:
+        it = WorkerWatch(it)
     it.plan = plan
     log.info("train pipeline %s/%s: %d of %d utterances, %d batches/epoch, buckets %s, "
              "padding %.1f%%", shard_dir, split, plan.num_kept, plan.num_utterances,

@@ -112,6 +112,8 @@ class FitResult:
 
     Attributes:
         curve: one row per validation, {"step", "train_loss", "valid": {metric: value}}.
+        lr: the learning rate of the chosen fit.
+        grid: with a learning-rate grid, {lr: best validation metrics} of every fit tried.
     """
 
     params: Any
@@ -120,27 +122,53 @@ class FitResult:
     valid: dict[str, float]
     seconds: float
     curve: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    lr: float = 0.0
+    grid: dict[float, dict[str, float]] = dataclasses.field(default_factory=dict)
 
 
-def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator[dict],
+def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Callable[[], Iterator[dict]],
         validate: Callable[[Any], dict[str, float]], task: Task, hp, rng: jax.Array,
         log_scalar: Callable[[str, float, int], None]) -> FitResult:
     """Trains `model` with AdamW; keeps the parameters of the best validation metric.
 
     Args:
         loss_fn: (params, batch, rng) -> scalar loss.
-        batches: infinite iterator of training batches (dicts of numpy arrays).
+        batches: () -> infinite iterator of training batches (dicts of numpy arrays); called
+            once per fit, so every fit sees the same data order.
         validate: params -> metrics dict holding `task.metric` (or `hp.select_metric`, the
             validation metric that picks the parameters, when set).
-        hp: config with `lr`, `weight_decay`, `clip_norm`, `max_steps`, `eval_every`, `patience`
-            and optionally `min_steps`: early stopping waits until then, because a CTC head
+        hp: config with `lr`, `weight_decay`, `clip_norm`, `max_steps`, `eval_every`, `patience`;
+            optionally `min_steps`: early stopping waits until then, because a CTC head
             sits on a plateau (blanks only) for a while before it learns, and an upstream
-            whose layers are a linear map of another's can take longer to leave it.
+            whose layers are a linear map of another's can take longer to leave it; and
+            optionally `lrs`, a learning-rate grid: one fit per rate from the same initial
+            parameters and data order, the best validation metric choosing among them (as
+            SUPERB searches the learning rate per upstream and task), instead of `lr`.
     """
+    t0 = time.time()
+    select = hp.get("select_metric", "") or task.metric
+    sign = 1.0 if task.lower_is_better_for(select) else -1.0
+    lrs = tuple(float(lr) for lr in (hp.get("lrs", ()) or ())) or (float(hp.lr),)
+    chosen, grid = None, {}
+    for lr in lrs:
+        scalar = log_scalar if len(lrs) == 1 else (
+            lambda tag, value, step, lr=lr: log_scalar(f"{tag}@lr{lr:g}", value, step))
+        res = _fit_one(model, init_args, loss_fn, batches(), validate, task, hp, lr, rng, scalar, select, sign)
+        grid[lr] = res.valid
+        if chosen is None or sign * res.valid[select] < sign * chosen.valid[select]:
+            chosen = res
+    chosen.grid = grid if len(lrs) > 1 else {}
+    chosen.seconds = time.time() - t0
+    return chosen
+
+
+def _fit_one(model, init_args, loss_fn, batches, validate, task, hp, lr: float, rng, log_scalar,
+             select: str, sign: float) -> FitResult:
+    """One fit of `fit` at learning rate `lr`."""
     t0 = time.time()
     init_rng, rng = jax.random.split(rng)
     params = model.init(init_rng, *init_args)["params"]
-    schedule = optax.warmup_constant_schedule(0.0, hp.lr, max(1, hp.max_steps // 20))
+    schedule = optax.warmup_constant_schedule(0.0, lr, max(1, hp.max_steps // 20))
     tx = optax.chain(optax.clip_by_global_norm(hp.clip_norm),
                      optax.adamw(schedule, weight_decay=hp.weight_decay))
     min_steps = int(hp.get("min_steps", 0))
@@ -152,8 +180,6 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    select = hp.get("select_metric", "") or task.metric
-    sign = 1.0 if task.lower_is_better_for(select) else -1.0
     best, best_score, best_step, best_valid, stale = params, math.inf, 0, {}, 0
     losses: list[float] = []
     curve: list[dict[str, Any]] = []
@@ -162,7 +188,7 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
         params, opt_state, loss = step(params, opt_state, next(batches), jax.random.fold_in(rng, i))
         losses.append(float(loss))
         if not math.isfinite(losses[-1]):
-            raise FloatingPointError(f"{task.name}: non-finite training loss at step {i}")
+            raise FloatingPointError(f"{task.name}: non-finite training loss at step {i} (lr {lr:g})")
         if i % hp.eval_every == 0 or i == hp.max_steps:
             train_loss = float(np.mean(losses))
             log_scalar(f"{task.name}/train_loss", train_loss, i)
@@ -180,7 +206,7 @@ def fit(model: nn.Module, init_args: tuple, loss_fn: Callable, batches: Iterator
                 if stale >= hp.patience and i >= min_steps:
                     break
     return FitResult(params=best, best_step=best_step, steps=i, valid=best_valid,
-                     seconds=time.time() - t0, curve=curve)
+                     seconds=time.time() - t0, curve=curve, lr=lr)
 
 
 def layer_weights(params: Any) -> np.ndarray:
@@ -307,7 +333,7 @@ def run_classify(task: Task, data: dict[str, TaskData], hp, seed: int,
     def validate(params):
         return {"acc": float(correct(params, "valid").all(-1).mean())}
 
-    res = fit(model, (pooled["train"][:2],), loss_fn, batches(), validate,
+    res = fit(model, (pooled["train"][:2],), loss_fn, batches, validate,
               task, hp, jax.random.PRNGKey(seed), log_scalar)
     test_units = units(res.params, "test")
     return TaskResult(metrics={k: stats.point(m) for k, m in test_units.items()}, units=test_units,
@@ -409,7 +435,7 @@ def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
         return {k: stats.point(m) for k, m in units(params, "valid").items()}
 
     x0, m0 = frame_batch([train.frames(0)], stack)
-    res = fit(model, (x0, m0.astype(np.float32)), loss_fn, batches(), validate,
+    res = fit(model, (x0, m0.astype(np.float32)), loss_fn, batches, validate,
               task, hp, jax.random.PRNGKey(seed), log_scalar)
     test_units = units(res.params, "test")
     return TaskResult(metrics={k: stats.point(m) for k, m in test_units.items()}, units=test_units,
@@ -495,7 +521,7 @@ def run_verify(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
         return stats.Eer(trials=tr, scores=cos.astype(np.float64), units=len(members))
 
     x0, m0 = frame_batch([train.frames(0)], stack)
-    res = fit(model, (x0, m0.astype(np.float32)), loss_fn, batches(),
+    res = fit(model, (x0, m0.astype(np.float32)), loss_fn, batches,
               lambda p: {"eer": stats.point(scored(p, "valid"))},
               task, hp, jax.random.PRNGKey(seed), log_scalar)
     test_units = {"eer": scored(res.params, "test")}

@@ -81,7 +81,7 @@ FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 def user_errors(main: Callable) -> Callable:
     """Wraps an entry point's `main`: a `USER_ERRORS` exception ends the program with its message
     on one line (`error: ...`) and exit status 2 instead of a traceback; an OSError for a full
-    disk (`FULL_DISK`) does the same with status 1."""
+    disk (`FULL_DISK`) or a dead data worker (`pipeline.DataWorkerError`) does the same with status 1."""
 
     @functools.wraps(main)
     def wrapped(*args, **kwargs):
@@ -92,6 +92,13 @@ def user_errors(main: Callable) -> Callable:
             sys.exit(2)
         except OSError as e:
             if e.errno not in FULL_DISK:
+                raise
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        except RuntimeError as e:
+            from ssl_jax.data.pipeline import DataWorkerError
+
+            if not isinstance(e, DataWorkerError):
                 raise
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(1)

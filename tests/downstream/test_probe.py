@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from ml_collections import config_dict
 
@@ -203,7 +204,7 @@ def test_early_stopping_keeps_best_parameters():
     def loss_fn(p, b, key):
         return -model.apply({"params": p}, b["x"])[0][:, 0].mean()
 
-    res = probe.fit(model, (x,), loss_fn, batches(), validate, task,
+    res = probe.fit(model, (x,), loss_fn, batches, validate, task,
                     _hp(max_steps=100, eval_every=5, patience=3), jax.random.PRNGKey(0), lambda *a: None)
     assert res.best_step == 10 and res.steps == 25
     jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, res.params), seen[1])
@@ -223,8 +224,42 @@ def test_early_stopping_waits_for_min_steps():
         return jnp.square(model.apply({"params": p}, b["x"])[0]).mean()
 
     plateau = iter([0.9] * 12 + [0.5] + [0.6] * 40)
-    res = probe.fit(model, (x,), loss_fn, batches(), lambda p: {"per": next(plateau)}, task,
+    res = probe.fit(model, (x,), loss_fn, batches, lambda p: {"per": next(plateau)}, task,
                     _hp(max_steps=300, eval_every=5, patience=3, min_steps=100), jax.random.PRNGKey(0),
                     lambda *a: None)
     # Stale from step 10 on, the plateau ends at step 65; without min_steps it stops at 15.
     assert res.best_step == 65 and res.steps == 100 and len(res.curve) == 20
+
+
+def test_learning_rate_grid_keeps_the_best_validated_fit():
+    """`lrs`: one fit per rate, each from the same start and data order; the best valid wins."""
+    task = tasks.get("ks")
+    model = heads.UtteranceClassifier(1, (2,))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 1, 8)).astype(np.float32)
+    y = (x[:, 0, 0] > 0).astype(np.int32)
+    orders = []
+
+    def batches():
+        order = np.random.default_rng(1)
+        orders.append(order.integers(0, 64, 16))
+        while True:
+            idx = order.integers(0, 64, 16)
+            yield {"x": x[idx], "y": y[idx]}
+
+    def loss_fn(p, b, key):
+        logits = model.apply({"params": p}, b["x"])[0]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, b["y"]).mean()
+
+    def validate(p):
+        return {"acc": float((np.asarray(model.apply({"params": p}, x)[0]).argmax(-1) == y).mean())}
+
+    tags = []
+    res = probe.fit(model, (x,), loss_fn, batches, validate, task,
+                    _hp(max_steps=40, eval_every=20, patience=2, lrs=(1e-6, 1e-1)), jax.random.PRNGKey(0),
+                    lambda tag, v, s: tags.append(tag))
+    assert set(res.grid) == {1e-6, 1e-1} and res.lr == 1e-1
+    assert res.grid[1e-1]["acc"] > 0.9 > res.grid[1e-6]["acc"] and res.valid == res.grid[1e-1]
+    assert validate(res.params)["acc"] == res.valid["acc"]
+    assert len(orders) == 2 and (orders[0] == orders[1]).all()  # the same data order for each fit
+    assert "ks/valid_acc@lr0.1" in tags and "ks/valid_acc@lr1e-06" in tags
