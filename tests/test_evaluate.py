@@ -64,7 +64,8 @@ def test_comparison_table_plots_tensorboard_and_details(compare_run):
     acc = EventAccumulator(os.path.join(workdir, "fbank", "tb"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"ks/valid_acc", "pr/train_loss", "asv/valid_eer", "asr/test_wer"} <= tags
+    # PR searches a learning-rate grid: each rate's curve has its own tags.
+    assert {"ks/valid_acc", "pr/train_loss@lr0.01", "pr/train_loss@lr0.03", "asv/valid_eer", "asr/test_wer"} <= tags
     with open(os.path.join(workdir, "fbank", "details.json")) as f:
         details = json.load(f)
     # FBANK is one "layer": its softmax weight is exactly 1.
@@ -72,6 +73,8 @@ def test_comparison_table_plots_tensorboard_and_details(compare_run):
     assert details["tasks"]["asv"]["test_speakers"] >= 2
     assert details["tasks"]["asr"]["stack"] == 2
     assert details["tasks"]["pr"]["curve"][-1]["step"] == details["tasks"]["pr"]["steps"]
+    pr = details["tasks"]["pr"]
+    assert set(pr["lr_grid"]) == {"0.01", "0.03"} and pr["valid"] == pr["lr_grid"][f"{pr['lr']:g}"]
     assert len(details["tasks"]["abx"]["word"]["layer_errors"]) == 1
     assert details["peak_rss_mib"] > 0
     # Features were extracted once per split and upstream, on disk.
