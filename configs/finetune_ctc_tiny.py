@@ -34,7 +34,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.train.eval_every = 100
     c.train.eval_batch_size = 8
     c.train.log_every = 25
-    c.train.mask_prob = 0.05  # fraction of frames starting a masked span
+    c.train.mask_prob = 0.25  # span masking as in pretraining (objectives/masking.py): 5% of frames start a span
     c.train.mask_length = 5
 
     c.optim = config_dict.ConfigDict()

@@ -31,6 +31,7 @@ import numpy as np
 
 from ssl_jax.data.shards import ShardSource, read_index
 from ssl_jax.downstream import probe, report, stats, store, tasks, upstreams
+from ssl_jax.training.logging import MetricLogger
 
 
 def corpus_dir(cfg) -> str:
@@ -124,7 +125,7 @@ def task_data(task: tasks.Task, feats: Features, shard_dir: str, splits, layer: 
     return out
 
 
-def run_task(name: str, cfg, feats: Features, writer: report.ScalarWriter, stack: int, layer: int | None,
+def run_task(name: str, cfg, feats: Features, writer: MetricLogger, stack: int, layer: int | None,
              cache_dir: str, log: Callable[[str], None]) -> probe.TaskResult:
     task = tasks.get(name)
     tcfg = cfg.tasks[name]
@@ -232,7 +233,7 @@ def evaluate_upstream(cfg, spec: str, name: str, workdir: str, shared: str, norm
             + f"; utterance tasks pool frames by {pooling}")
         cache_root = cfg.extract.cache_dir or os.path.join(shared, "features")
         feats = Features(upstream, identity, os.path.join(cache_root, name), cfg.extract.batch_size, log)
-        writer = report.ScalarWriter(os.path.join(workdir, "tb"))
+        writer = MetricLogger(workdir, tensorboard="tb", jsonl=False)
         try:
             for tname in todo:
                 t0 = time.time()

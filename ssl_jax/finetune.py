@@ -23,8 +23,10 @@ import optax
 from flax.core import meta
 
 from ssl_jax.data.shards import ShardSource
-from ssl_jax.downstream import metrics, probe, report, tasks
+from ssl_jax.downstream import metrics, probe, tasks
 from ssl_jax.models.encoder import EncoderConfig, SpeechEncoder
+from ssl_jax.objectives import masking
+from ssl_jax.training.logging import MetricLogger
 
 
 class CTCModel(nn.Module):
@@ -102,19 +104,6 @@ def make_optimizer(params: Any, optim: Any, schedule: optax.Schedule, freeze_ste
     )
 
 
-def span_mask(rng: np.random.Generator, frame_lengths: np.ndarray, frames: int, prob: float,
-              length: int) -> np.ndarray:
-    """Time mask: each valid frame starts a span of `length` with probability `prob`. [batch, frames]."""
-    mask = np.zeros((len(frame_lengths), frames), bool)
-    if prob <= 0:
-        return mask
-    for b, n in enumerate(frame_lengths):
-        starts = np.flatnonzero(rng.random(max(int(n) - length, 0)) < prob)
-        for s in starts:
-            mask[b, s:s + length] = True
-    return mask
-
-
 def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[str, dict[str, float]]:
     """Fine-tunes the encoder at `upstream`; returns the test metrics.
 
@@ -184,9 +173,14 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
 
     @jax.jit
     def train_step(params, opt_state, batch, key):
+        mask_key, key = jax.random.split(key)
+        frames = int(_frame_lengths(enc_cfg, np.array([batch["wavs"].shape[1]]))[0])
+        time_mask = masking.span_mask(mask_key, batch["frame_lengths"], frames,
+                                      mask_prob=cfg.train.mask_prob, mask_length=cfg.train.mask_length)
+
         def loss_fn(p):
             logits, frame_mask = model.apply({"params": p}, batch["wavs"], batch["mask"],
-                                             mask_time_indices=batch["time_mask"], deterministic=False,
+                                             mask_time_indices=time_mask, deterministic=False,
                                              rngs={"dropout": key})
             per = optax.ctc_loss(logits, 1.0 - frame_mask.astype(jnp.float32), batch["labels"],
                                  1.0 - batch["label_mask"])
@@ -218,10 +212,8 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
     src, idx, targets = splits["train"]
     lengths = np.array([src.num_samples[i] for i in idx])
     batches = probe._length_batches(lengths, cfg.train.batch_size, cfg.seed)
-    np_rng = np.random.default_rng(cfg.seed)
-    writer = report.ScalarWriter(os.path.join(workdir, "tb"))
+    logger = MetricLogger(workdir, tensorboard="tb")
     best, best_score, best_step, best_valid = params, float("inf"), 0, {}
-    log_path = open(os.path.join(workdir, "metrics.jsonl"), "w")
     losses = []
     try:
         for step in range(cfg.train.steps):
@@ -235,31 +227,25 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
             for j, r in enumerate(rows):
                 labels[j, :len(targets[r])] = [ids[t] for t in targets[r]]
                 label_mask[j, :len(targets[r])] = 1.0
-            time_mask = span_mask(np_rng, frame_lens, frames, cfg.train.mask_prob, cfg.train.mask_length)
-            batch = {"wavs": x, "mask": m, "labels": labels, "label_mask": label_mask, "time_mask": time_mask}
+            batch = {"wavs": x, "mask": m, "labels": labels, "label_mask": label_mask, "frame_lengths": frame_lens}
             params, opt_state, loss, gnorm = train_step(params, opt_state, batch, jax.random.fold_in(rng, step))
             losses.append(float(loss))
             done = step + 1
             if on_step is not None:
                 on_step(done, params)
             if done % cfg.train.log_every == 0 or done == cfg.train.steps:
-                rec = {"step": done, "loss": float(np.mean(losses)), "grad_norm": float(gnorm),
-                       "lr": float(schedule(step)), "encoder_frozen": bool(step < freeze)}
+                logger.log(done, {"loss": np.mean(losses), "grad_norm": gnorm, "lr": schedule(step),
+                                  "encoder_frozen": bool(step < freeze)})
                 losses = []
-                log_path.write(json.dumps(rec) + "\n")
-                log_path.flush()
-                for k in ("loss", "grad_norm", "lr"):
-                    writer.scalar(f"finetune/{k}", rec[k], done)
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
                 valid = score(params, "valid")
                 for k, v in valid.items():
-                    writer.scalar(f"finetune/valid_{k}", v, done)
+                    logger.scalar(f"valid_{k}", v, done)
                 log(f"step {done}: loss {float(loss):.3f}, valid {valid}")
                 if valid[task.metric] < best_score:
                     best, best_score, best_step, best_valid = params, valid[task.metric], done, valid
     finally:
-        writer.close()
-        log_path.close()
+        logger.close()
     test = score(best, "test")
     results = {task.name: test}
     with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -64,13 +64,6 @@ def test_tri_stage_schedule():
     assert float(s(100)) == pytest.approx(0.05, rel=1e-3)
 
 
-def test_span_mask_statistics():
-    rng = np.random.default_rng(0)
-    m = finetune.span_mask(rng, np.array([1000, 10]), 1000, 0.05, 5)
-    assert m[1, 10:].sum() == 0 and m[1].sum() <= 10
-    assert 0.1 < m[0].mean() < 0.35  # 1 - (1 - 0.05)^5 ~= 0.23
-
-
 def _config(tiny_corpus):
     from ssl_jax.training.config_check import load_config_file
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ssl_jax.data.shards import SAMPLE_RATE
+from ssl_jax.data.prepare import load_audio
 
 log = logging.getLogger(__name__)
 
@@ -293,21 +293,6 @@ READERS: dict[str, Callable[..., Entries]] = {
 }
 
 
-def load_audio(entry: dict[str, Any]) -> np.ndarray:
-    """Mono float32 at 16 kHz of one entry (downmixed, resampled, cut to start/stop)."""
-    import soundfile as sf
-
-    audio, sr = sf.read(entry["path"], dtype="float32", always_2d=True)
-    audio = audio.mean(1)
-    if "start" in entry:
-        audio = audio[entry["start"]:entry["stop"]]
-    if sr != SAMPLE_RATE:
-        import soxr
-
-        audio = soxr.resample(audio, sr, SAMPLE_RATE).astype(np.float32)
-    return audio
-
-
 def _label(entry: dict[str, Any]) -> str | None:
     """The class an utterance-classification task reads (keyword or emotion), if any."""
     if entry.get("task") == "keyword" and entry.get("keyword") is not None:
@@ -349,13 +334,12 @@ def prepare(reader: str, root: str, out_dir: str, **kwargs) -> str:
         labels: dict[str, int] = {}
         with ShardWriter(out_dir, split, encoding="flac") as w:
             for e in items:
-                try:
-                    audio = load_audio(e)
-                except (RuntimeError, OSError, ValueError) as err:
-                    skipped.append(f"{e['path']}\t{err}")
-                    continue
-                if audio.size == 0 or not np.isfinite(audio).all():
-                    skipped.append(f"{e['path']}\tempty or non-finite audio")
+                loaded = load_audio(e["path"], min_samples=1)  # the skip rules of `prepare`
+                audio = loaded.audio
+                if audio is not None and "start" in e:
+                    audio = audio[e["start"]:e["stop"]]  # a range at 16 kHz, after resampling
+                if audio is None or audio.size == 0:
+                    skipped.append(f"{e['path']}\t{loaded.reason or 'empty'}: {loaded.detail or 'empty range'}")
                     continue
                 w.add(audio, {k: v for k, v in e.items() if k not in ("path", "start", "stop", "source_rate")})
                 written += 1

@@ -1,33 +1,12 @@
-"""Evaluation outputs: SUPERB-style tables with intervals, comparisons of upstreams, plots, TensorBoard."""
+"""Evaluation outputs: SUPERB-style tables with intervals, comparisons of upstreams, plots."""
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-
-class ScalarWriter:
-    """Writes TensorBoard scalar events (tensorboard's own event writer; no TensorFlow)."""
-
-    def __init__(self, logdir: str):
-        from tensorboard.summary.writer.event_file_writer import EventFileWriter
-
-        os.makedirs(logdir, exist_ok=True)
-        self._writer = EventFileWriter(logdir)
-
-    def scalar(self, tag: str, value: float, step: int) -> None:
-        from tensorboard.compat.proto import event_pb2, summary_pb2
-
-        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=tag, simple_value=float(value))])
-        self._writer.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
-
-    def close(self) -> None:
-        self._writer.flush()
-        self._writer.close()
 
 
 def _pct(v: float) -> str:

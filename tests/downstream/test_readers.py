@@ -198,6 +198,8 @@ def test_prepare_skips_unreadable_files(tmp_path):
 
     info = json.load(open(os.path.join(shard_dir, "prepare.json")))
     assert info["skipped"] == 3 and len(ShardSource(shard_dir, "test")) == 1
+    # The skip rules and reasons are `data.prepare`'s.
+    assert all(f.startswith(str(root / "bad.wav") + "\tunreadable: ") for f in info["skipped_files"])
     with pytest.raises(KeyError, match="readers"):
         readers.prepare("timit", str(root), str(tmp_path / "x"))
 
