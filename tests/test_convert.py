@@ -18,6 +18,7 @@ transformers = pytest.importorskip("transformers")
 import jax  # noqa: E402
 
 from ssl_jax import convert  # noqa: E402
+from tests import fairseq_released  # noqa: E402
 from ssl_jax.models.encoder import SpeechEncoder  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -266,6 +267,29 @@ def test_fairseq_import(variant, name, layout, tmp_path):
     torch.save(ckpt, path)
     with pytest.raises(convert.ConversionError, match="extra"):
         convert.load_fairseq(str(path))
+
+
+@pytest.mark.parametrize("name", sorted(fairseq_released.RELEASED))
+def test_fairseq_released_key_names_and_shapes(name, tmp_path):
+    """Every key of a released checkpoint (names and shapes from fairseq's modules, not from the
+    converter's rules) is read into the encoder or dropped as a head, and the shapes fit."""
+    import argparse
+
+    shapes = fairseq_released.state_shapes(name)
+    # Stride-0 tensors: the real shapes, one stored element each.
+    state = {k: torch.full((1,) * len(s), 0.5).expand(*s) for k, s in shapes.items()}
+    mc = fairseq_released.RELEASED[name]
+    ckpt = {"args": argparse.Namespace(**mc)} if "arch" in mc else {"cfg": {"model": mc, "task": {"normalize": False}}}
+    torch.save({**ckpt, "model": state}, tmp_path / f"{name}.pt")
+    params, cfg, info = convert.load_fairseq(str(tmp_path / f"{name}.pt"))
+    assert info["dropped_heads"] == sorted(fairseq_released.HEADS[name]) and info["absent"] == []
+    assert info["model_type"] == ("hubert" if name.startswith("hubert") else "wav2vec2")
+    assert (cfg.hidden_size, cfg.num_layers, cfg.layer_norm_first) == (
+        mc["encoder_embed_dim"], mc["encoder_layers"], mc["layer_norm_first"])
+    # Every encoder weight arrived, one parameter per key, with all its values.
+    encoder_keys = set(shapes) - fairseq_released.HEADS[name]
+    assert len(jax.tree.leaves(params)) == len(encoder_keys)
+    assert sum(x.size for x in jax.tree.leaves(params)) == sum(int(np.prod(shapes[k])) for k in encoder_keys)
 
 
 def test_fairseq_conv_layer_spec_is_parsed_safely():
