@@ -1,4 +1,4 @@
-"""Tests for ssl_jax/convert.py: parity with transformers on random small models of every variant,
+"""Tests for ssl_jax/convert/: parity with transformers on random small models of every variant,
 fairseq and torchaudio key naming, round trips and clear errors.
 
 torchaudio is not installed: its checkpoints are built here by renaming transformers' keys the way
