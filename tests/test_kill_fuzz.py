@@ -1,5 +1,5 @@
 """Processes killed with SIGKILL: the trainer at random moments (benchmarks/kill_fuzz.py at a
-small size; the script's default is 20 kills), which resumes to the uninterrupted run's losses
+small size: 3 kills, one of each kind; the script's default is 20), which resumes to the uninterrupted run's losses
 and state and never chooses a partly written checkpoint; and a data worker, which ends the run
 with a one-line error instead of a hang."""
 
@@ -22,14 +22,14 @@ def _kill_fuzz():
 
 
 def test_killed_and_resumed_run_matches_uninterrupted(tiny_corpus, tmp_path, capsys):
-    rc = _kill_fuzz().main(["--kills=4", "--kinds=step,save,startup,save", f"--workdir={tmp_path}",
+    rc = _kill_fuzz().main(["--kills=3", "--kinds=step,save,startup", f"--workdir={tmp_path}",
                             f"--corpus={tiny_corpus}"])
     out = capsys.readouterr().out
     assert rc == 0, out
     kills = [line for line in out.splitlines() if line.startswith("kill ")]
-    assert len(kills) == 4 and not any("run had ended" in k for k in kills), out
-    # Both "save" kills landed while a checkpoint was being written.
-    assert int(re.search(r"(\d+) left a partly written checkpoint, none chosen", out).group(1)) >= 2, out
+    assert len(kills) == 3 and not any("run had ended" in k for k in kills), out
+    # The "save" kill landed while a checkpoint was being written.
+    assert int(re.search(r"(\d+) left a partly written checkpoint, none chosen", out).group(1)) >= 1, out
     assert "equal the reference's" in out, out
 
 

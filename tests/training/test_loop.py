@@ -110,7 +110,8 @@ def test_dropped_layers_keep_params_and_moments_on_a_sharded_mesh():
     assert NO_GRADIENT not in m1 and "dropped_layers" not in m1
     assert all(_moved(a, b) for a, b in zip(jax.tree.leaves(_layers(s1.params)), jax.tree.leaves(_layers(state.params))))
 
-    for accum in (1, 2):
+    # With gradient accumulation, the harder path: the hold must survive the micro-batch sum.
+    for accum in (2,):
         s2, m2 = compiled(dropping, accum)(s1, batch, jax.random.key(2))
         assert NO_GRADIENT not in m2 and float(m2["dropped_layers"]) == dropping.encoder_config.num_layers
         assert int(s2.step) == 2 and int(s2.skipped) == 0
