@@ -318,7 +318,7 @@ class DataWorkerError(RuntimeError):
 class WorkerWatch:
     """A multi-worker Grain iterator whose worker processes are watched: a worker that dies
     (killed, out of memory, a crash in native code) ends the wait for the next batch with a
-    clear error, where Grain would wait for it forever. Everything else (`get_state`,
+    clear error, where Grain may wait for it forever. Everything else (`get_state`,
     `set_state`, `plan`) is the wrapped iterator's.
 
     Each batch is fetched in a daemon thread while this one polls the workers every
