@@ -348,6 +348,9 @@ class WorkerWatch:
             self._pending = None
             if not ok:
                 raise value
+            # The workers that made this batch are alive now: noted here, a worker killed before
+            # the next call still counts (`active_children` no longer lists a dead one).
+            self._note_workers()
             return value
 
     def __getattr__(self, name: str) -> Any:

@@ -1,6 +1,8 @@
 """Tests for ssl_jax/data/pipeline.py on small shard folders written here."""
 
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -119,6 +121,50 @@ def test_resume_with_workers(shards):
     rest = _take(it2, 5)
     it2.close()
     assert _same(first, ref[:9]) and _same(rest, ref[9:])
+
+
+class _Stalls:
+    """Starts its worker processes on the first call, as Grain does, and yields one batch; then
+    waits forever, as Grain may when a worker died."""
+
+    def __init__(self):
+        import multiprocessing
+
+        self.workers = [multiprocessing.get_context("fork").Process(target=time.sleep, args=(60,)) for _ in range(2)]
+
+    def __next__(self):
+        if self.workers[0].pid is not None:
+            threading.Event().wait()
+        for p in self.workers:
+            p.start()
+        return {"audio": np.zeros((1, 4), np.float32)}
+
+
+def test_workers_killed_right_after_a_batch_end_the_next_wait_with_an_error():
+    # The workers die between two calls, before any poll has seen them: the batch they made is
+    # what says they existed.
+    import signal
+
+    stalls = _Stalls()
+    watch = P.WorkerWatch(stalls, poll_seconds=0.05)
+    next(watch)
+    for p in stalls.workers:
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+    raised = []
+    consumer = threading.Thread(target=lambda: raised.append(_error_of(lambda: next(watch))), daemon=True)
+    consumer.start()
+    consumer.join(30)
+    assert raised and isinstance(raised[0], P.DataWorkerError), "still waiting after 30 s"
+    assert "a data worker process died" in str(raised[0]) and "killed by signal 9" in str(raised[0])
+
+
+def _error_of(fn):
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001
+        return e
+    return None
 
 
 def test_process_shares_are_disjoint_and_complete(shards):
