@@ -10,10 +10,11 @@ Writes `WORKDIR/results.json` ({"asr": {"wer", "cer"}} or {"pr": {"per"}}),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -104,28 +105,33 @@ def make_optimizer(params: Any, optim: Any, schedule: optax.Schedule, freeze_ste
     )
 
 
-def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[str, dict[str, float]]:
-    """Fine-tunes the encoder at `upstream`; returns the test metrics.
+@dataclasses.dataclass
+class Split:
+    """The utterances of one split that the task uses: rows of `source`, and their targets."""
 
-    `on_step(step, params)`, if given, is called after every update.
-    """
+    source: ShardSource
+    rows: list[int]
+    targets: list[list[str]]
+
+
+def load_upstream(upstream: str) -> tuple[Any, EncoderConfig, bool]:
+    """The pretrained encoder at `upstream`: (parameters, its config, whether it normalises waveforms)."""
     from ssl_jax.training.checkpoint import load_pretrained
 
-    if cfg.data.target not in ("chars", "phonemes"):
-        raise ValueError(f"data.target must be 'chars' or 'phonemes', got {cfg.data.target!r}")
-    t_start = time.time()
-    os.makedirs(workdir, exist_ok=True)
     params, up_config = load_pretrained(upstream)
     if "model" not in up_config:
         raise ValueError(f"{upstream}: the checkpoint's config has no `model` section")
     enc_params = meta.unbox(params["encoder"] if "encoder" in params else params)
-    enc_cfg = EncoderConfig.from_config(up_config["model"])
     normalize = bool((up_config.get("data") or {}).get("normalize", False))
+    return enc_params, EncoderConfig.from_config(up_config["model"]), normalize
 
+
+def load_splits(cfg: Any, task: tasks.Task) -> dict[str, Split]:
+    """train/valid/test (`cfg.data.splits`) of the corpus folder; training utterances longer than
+    `data.max_seconds` are left out."""
     from ssl_jax.training.loop import shard_dir as pretraining_corpus
 
     shard_dir = pretraining_corpus(cfg)  # data.path, or the embedded corpus as pretraining builds it
-    task = tasks.get("asr" if cfg.data.target == "chars" else "pr")
     splits = {}
     for role, split in zip(("train", "valid", "test"), cfg.data.splits):
         src = ShardSource(shard_dir, split)
@@ -134,49 +140,59 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
             idx = [i for i in idx if src.num_samples[i] <= cfg.data.max_seconds * src.sample_rate]
         if not idx:
             raise ValueError(f"no {task.name} utterances in split {split!r} of {shard_dir}")
-        splits[role] = (src, idx, [task.target(src.manifest[i]) for i in idx])
-    vocab = sorted({t for tgt in splits["train"][2] for t in tgt})
-    ids = {t: k + 1 for k, t in enumerate(vocab)}
-    model = CTCModel(enc_cfg, len(vocab) + 1)
-    log(f"fine-tuning {upstream}: {enc_cfg.num_layers} layers, d={enc_cfg.hidden_size}; "
-        f"{len(splits['train'][1])} training utterances, vocabulary {len(vocab)} + blank")
+        splits[role] = Split(src, idx, [task.target(src.manifest[i]) for i in idx])
+    return splits
 
-    # A few fixed padded lengths (evenly spaced, as the training pipeline does): one compiled
-    # step per bucket.
-    from ssl_jax.data.pipeline import bucket_lengths
 
-    longest = max(int(splits[r][0].num_samples[i]) for r in splits for i in splits[r][1])
-    buckets = bucket_lengths(longest, cfg.data.num_buckets, multiple=3200)
+@dataclasses.dataclass
+class Batcher:
+    """Padded batches on a few fixed lengths (evenly spaced, as the training pipeline's): one
+    compiled program per bucket."""
 
-    def batch_audio(src, rows, batch_size):
-        wavs = [src[i]["audio"] for i in rows]
-        n = next(b for b in buckets if b >= max(len(w) for w in wavs))
+    enc_cfg: EncoderConfig
+    buckets: list[int]
+    ids: dict[str, int]  # CTC label ids (0 = blank)
+    normalize: bool
+
+    def audio(self, split: Split, rows: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """(wavs [batch_size, samples], mask [batch_size, samples]) for `split.rows[rows]`."""
+        wavs = [split.source[split.rows[r]]["audio"] for r in rows]
+        n = next(b for b in self.buckets if b >= max(len(w) for w in wavs))
         x = np.zeros((batch_size, n), np.float32)
         m = np.zeros((batch_size, n), bool)
-        for r, w in enumerate(wavs):
-            x[r, :len(w)], m[r, :len(w)] = w, True
-        if normalize:
+        for j, w in enumerate(wavs):
+            x[j, :len(w)], m[j, :len(w)] = w, True
+        if self.normalize:
             from ssl_jax.upstream import normalize_waveforms
 
             x = np.asarray(normalize_waveforms(jnp.asarray(x), jnp.asarray(m)))
         return x, m
 
-    rng = jax.random.PRNGKey(cfg.seed)
-    init_rng, rng = jax.random.split(rng)
-    x0, m0 = batch_audio(splits["train"][0], splits["train"][1][:1], 1)
-    head_params = model.init(init_rng, x0, m0)["params"]["ctc_head"]
-    params = {"encoder": jax.tree.map(jnp.asarray, enc_params), "ctc_head": meta.unbox(head_params)}
-    schedule = tri_stage(cfg.optim.lr, cfg.train.steps, cfg.optim.stages, cfg.optim.final_lr_scale)
-    freeze = cfg.train.freeze_encoder_steps
-    tx = make_optimizer(params, cfg.optim, schedule, freeze)
-    opt_state = tx.init(params)
+    def train(self, split: Split, rows: Any, batch_size: int) -> dict[str, np.ndarray]:
+        """A training batch: wavs, mask, frame_lengths [batch], labels and label_mask [batch, labels]."""
+        x, m = self.audio(split, rows, batch_size)
+        frames = int(_frame_lengths(self.enc_cfg, np.array([x.shape[1]]))[0])
+        targets = [split.targets[r] for r in rows]
+        n = max(frames, max(len(t) for t in targets))
+        labels = np.zeros((len(rows), n), np.int32)
+        label_mask = np.zeros((len(rows), n), np.float32)
+        for j, t in enumerate(targets):
+            labels[j, :len(t)] = [self.ids[c] for c in t]
+            label_mask[j, :len(t)] = 1.0
+        return {"wavs": x, "mask": m, "labels": labels, "label_mask": label_mask,
+                "frame_lengths": _frame_lengths(self.enc_cfg, m.sum(-1))}
+
+
+def make_train_step(model: CTCModel, tx: optax.GradientTransformation, train_cfg: Any) -> Callable:
+    """jitted (params, opt_state, batch, key) -> (params, opt_state, loss, grad_norm): CTC loss per
+    label, time spans masked as in pretraining (`train.mask_prob`, `train.mask_length`)."""
 
     @jax.jit
     def train_step(params, opt_state, batch, key):
         mask_key, key = jax.random.split(key)
-        frames = int(_frame_lengths(enc_cfg, np.array([batch["wavs"].shape[1]]))[0])
+        frames = int(_frame_lengths(model.config, np.array([batch["wavs"].shape[1]]))[0])
         time_mask = masking.span_mask(mask_key, batch["frame_lengths"], frames,
-                                      mask_prob=cfg.train.mask_prob, mask_length=cfg.train.mask_length)
+                                      mask_prob=train_cfg.mask_prob, mask_length=train_cfg.mask_length)
 
         def loss_fn(p):
             logits, frame_mask = model.apply({"params": p}, batch["wavs"], batch["mask"],
@@ -190,44 +206,77 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
 
+    return train_step
+
+
+def make_scorer(model: CTCModel, batcher: Batcher, vocab: list[str], task: tasks.Task, batch_size: int) -> Callable:
+    """(params, split) -> {"wer", "cer"} or {"per"}: greedy CTC decoding, utterances sorted by length."""
     predict = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m, deterministic=True))
 
-    def score(params, role):
-        src, idx, refs = splits[role]
-        order = np.argsort([src.num_samples[i] for i in idx], kind="stable")
-        hyps: list[list[str]] = [[] for _ in idx]
-        bs = cfg.train.eval_batch_size
-        for s in range(0, len(order), bs):
-            rows = order[s:s + bs]
-            x, m = batch_audio(src, [idx[r] for r in rows], bs)
-            logits, fmask = predict(params, x, m)
+    def score(params: Any, split: Split) -> dict[str, float]:
+        order = np.argsort([split.source.num_samples[i] for i in split.rows], kind="stable")
+        hyps: list[list[str]] = [[] for _ in split.rows]
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            logits, fmask = predict(params, *batcher.audio(split, rows, batch_size))
             for r, seq in zip(rows, probe.greedy_ctc(np.asarray(logits)[:len(rows)], np.asarray(fmask)[:len(rows)])):
                 hyps[r] = [vocab[k - 1] for k in seq]
+        refs = split.targets
         if task.metric == "wer":
-            words = lambda toks: "".join(" " if c == "|" else c for c in toks).strip()
+            words = lambda toks: "".join(" " if c == "|" else c for c in toks).strip()  # noqa: E731
             return {"wer": metrics.word_error_rate([words(r) for r in refs], [words(h) for h in hyps]),
                     "cer": metrics.error_rate(refs, hyps)}
         return {"per": metrics.error_rate(refs, hyps)}
 
-    src, idx, targets = splits["train"]
-    lengths = np.array([src.num_samples[i] for i in idx])
-    batches = probe._length_batches(lengths, cfg.train.batch_size, cfg.seed)
+    return score
+
+
+def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[str, dict[str, float]]:
+    """Fine-tunes the encoder at `upstream`; returns the test metrics.
+
+    `on_step(step, params)`, if given, is called after every update.
+    """
+    if cfg.data.target not in ("chars", "phonemes"):
+        raise ValueError(f"data.target must be 'chars' or 'phonemes', got {cfg.data.target!r}")
+    t_start = time.time()
+    os.makedirs(workdir, exist_ok=True)
+
+    # Upstream, data and vocabulary.
+    enc_params, enc_cfg, normalize = load_upstream(upstream)
+    task = tasks.get("asr" if cfg.data.target == "chars" else "pr")
+    splits = load_splits(cfg, task)
+    train = splits["train"]
+    vocab = sorted({t for tgt in train.targets for t in tgt})
+    model = CTCModel(enc_cfg, len(vocab) + 1)
+    log(f"fine-tuning {upstream}: {enc_cfg.num_layers} layers, d={enc_cfg.hidden_size}; "
+        f"{len(train.rows)} training utterances, vocabulary {len(vocab)} + blank")
+    from ssl_jax.data.pipeline import bucket_lengths
+
+    longest = max(int(s.source.num_samples[i]) for s in splits.values() for i in s.rows)
+    batcher = Batcher(enc_cfg, bucket_lengths(longest, cfg.data.num_buckets, multiple=3200),
+                      {t: k + 1 for k, t in enumerate(vocab)}, normalize)
+
+    # Parameters (pretrained encoder, new output layer) and optimizer.
+    rng = jax.random.PRNGKey(cfg.seed)
+    init_rng, rng = jax.random.split(rng)
+    head_params = model.init(init_rng, *batcher.audio(train, [0], 1))["params"]["ctc_head"]
+    params = {"encoder": jax.tree.map(jnp.asarray, enc_params), "ctc_head": meta.unbox(head_params)}
+    schedule = tri_stage(cfg.optim.lr, cfg.train.steps, cfg.optim.stages, cfg.optim.final_lr_scale)
+    freeze = cfg.train.freeze_encoder_steps
+    tx = make_optimizer(params, cfg.optim, schedule, freeze)
+    opt_state = tx.init(params)
+    train_step = make_train_step(model, tx, cfg.train)
+    score = make_scorer(model, batcher, vocab, task, cfg.train.eval_batch_size)
+
+    # Loop: log, validate, keep the best parameters on valid.
+    lengths = np.array([train.source.num_samples[i] for i in train.rows])
+    order = probe._length_batches(lengths, cfg.train.batch_size, cfg.seed)
     logger = MetricLogger(workdir, tensorboard="tb")
     best, best_score, best_step, best_valid = params, float("inf"), 0, {}
     losses = []
     try:
         for step in range(cfg.train.steps):
-            rows = next(batches)
-            x, m = batch_audio(src, [idx[r] for r in rows], cfg.train.batch_size)
-            frame_lens = np.asarray(_frame_lengths(enc_cfg, m.sum(-1)))
-            frames = int(_frame_lengths(enc_cfg, np.array([x.shape[1]]))[0])
-            n = max(frames, max(len(targets[r]) for r in rows))
-            labels = np.zeros((len(rows), n), np.int32)
-            label_mask = np.zeros((len(rows), n), np.float32)
-            for j, r in enumerate(rows):
-                labels[j, :len(targets[r])] = [ids[t] for t in targets[r]]
-                label_mask[j, :len(targets[r])] = 1.0
-            batch = {"wavs": x, "mask": m, "labels": labels, "label_mask": label_mask, "frame_lengths": frame_lens}
+            batch = batcher.train(train, next(order), cfg.train.batch_size)
             params, opt_state, loss, gnorm = train_step(params, opt_state, batch, jax.random.fold_in(rng, step))
             losses.append(float(loss))
             done = step + 1
@@ -238,7 +287,7 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
                                   "encoder_frozen": bool(step < freeze)})
                 losses = []
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
-                valid = score(params, "valid")
+                valid = score(params, splits["valid"])
                 for k, v in valid.items():
                     logger.scalar(f"valid_{k}", v, done)
                 log(f"step {done}: loss {float(loss):.3f}, valid {valid}")
@@ -246,7 +295,9 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
                     best, best_score, best_step, best_valid = params, valid[task.metric], done, valid
     finally:
         logger.close()
-    test = score(best, "test")
+
+    # Test the best validated parameters.
+    test = score(best, splits["test"])
     results = {task.name: test}
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)

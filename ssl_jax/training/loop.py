@@ -1,7 +1,8 @@
 """The pretraining loop behind `python -m ssl_jax.train`: sharded state, one jitted step, resume.
 
-Sections: data -> mesh and objective -> abstract state and shardings -> init or restore ->
-compiled steps (one per bucket shape) -> loop (log, eval, checkpoint, rollback, SIGTERM) -> summary.
+Stages of `train`: `open_run` (checkpoints, data order) -> mesh, objective, optimizer ->
+`state_layout` (abstract state, shardings) -> `init_or_restore` -> `compile_steps` (one program
+per bucket shape) -> `Run.loop` (log, eval, checkpoint, rollback, SIGTERM) -> `Run.finish` -> summary.
 
 A step with a non-finite loss or gradient leaves the state as it was (`make_train_step`);
 `train.rollback_after` such steps in a row roll the run back to the latest checkpoint saved
@@ -378,6 +379,301 @@ def _mean_eval(eval_step: compiled_lib.CompiledSteps, variables: Any, batches: l
     return {k: v / max(weight_total, 1.0) for k, v in sums.items() if k != LOSS_FRAMES}
 
 
+@dataclasses.dataclass
+class RunStart:
+    """Where a run starts: its checkpoints, the step and rollback count it resumes at, its data."""
+
+    manager: ckpt_lib.CheckpointManager
+    start_step: int
+    rollbacks: int
+    path: str  # the corpus folder
+    batches: Iterator[dict]  # training batches, in the order of `rollbacks`
+    held_out: list[dict]  # fixed eval batches
+
+
+def open_run(config: Any, workdir: str) -> RunStart:
+    """The checkpoints of `workdir` and the data in the order of the latest one's rollbacks."""
+    manager = ckpt_lib.CheckpointManager(
+        workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
+    )
+    start_step = manager.latest_step() or 0
+    rollbacks = manager.rollbacks(start_step) if start_step else 0
+    path = shard_dir(config)
+    batches = train_batches(config, path, rollbacks)
+    if jax.process_count() > 1:
+        log.info("process %d of %d reads %d of the %d utterances of every global batch", jax.process_index(),
+                 jax.process_count(), config.train.batch_size // jax.process_count(), config.train.batch_size)
+    held_out = eval_batches(config, path) if config.train.eval_batches > 0 else []
+    return RunStart(manager, start_step, rollbacks, path, batches, held_out)
+
+
+def micro_batch_rows(config: Any, mesh) -> int:
+    """Rows of one micro-batch (`train.batch_size / train.grad_accum`), checked to split evenly
+    over the mesh's batch axes."""
+    batch_size, grad_accum = int(config.train.batch_size), int(config.train.grad_accum)
+    if batch_size % grad_accum:
+        raise ValueError(f"train.batch_size {batch_size} is not divisible by train.grad_accum {grad_accum}")
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    if (batch_size // grad_accum) % shards:
+        raise ValueError(
+            f"train.batch_size {batch_size} / train.grad_accum {grad_accum} is not divisible by "
+            f"mesh.data x mesh.fsdp = {shards}"
+        )
+    return batch_size // grad_accum
+
+
+@dataclasses.dataclass
+class Layout:
+    """The train state's abstract form and shardings (from `jax.eval_shape`, nothing allocated)."""
+
+    init: Callable[[jax.Array], Any]  # key -> boxed TrainState
+    init_rng: jax.Array
+    abstract: Any  # TrainState of ShapeDtypeStructs carrying their shardings
+    shardings: Any  # TrainState of NamedShardings
+    num_params: int
+
+
+def state_layout(config: Any, objective: Any, tx: optax.GradientTransformation, mesh, rules, rows: int,
+                 samples: int) -> Layout:
+    """Abstract state -> shardings, for micro-batches of `rows` x `samples`."""
+    init_batch = {
+        "audio": jax.ShapeDtypeStruct((rows, samples), jnp.float32),
+        "audio_mask": jax.ShapeDtypeStruct((rows, samples), jnp.bool_),
+    }
+
+    def init_boxed(key):
+        batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in init_batch.items()}
+        params = objective.init(key, batch)
+        return state_lib.TrainState.create(params, tx, objective.init_state(jax.random.fold_in(key, 1), batch))
+
+    init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+    abstract_boxed = jax.eval_shape(init_boxed, init_rng)
+    shardings = sharding_lib.tree_shardings(abstract_boxed, mesh, rules)
+    abstract = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), nn.unbox(abstract_boxed), shardings
+    )
+    num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract.params))
+    return Layout(init_boxed, init_rng, abstract, shardings, int(num_params))
+
+
+def init_or_restore(config: Any, objective: Any, tx: optax.GradientTransformation, layout: Layout,
+                    run: RunStart) -> state_lib.TrainState:
+    """The latest checkpoint's state (and data position), or a new state created sharded (warm-started
+    from `train.init_from` when set)."""
+    if run.start_step:
+        restored = run.manager.restore(state_lib.as_dict(layout.abstract), run.start_step)
+        run.batches.set_state(restored.data)
+        log.info("resumed from %s at step %d", run.manager.directory, run.start_step)
+        return state_lib.from_dict(restored.state)
+    state = jax.jit(lambda k: nn.unbox(layout.init(k)), out_shardings=layout.shardings)(layout.init_rng)
+    if config.train.get("init_from"):
+        state = warm_start(state, config.train.init_from, tx, layout.shardings)
+    return state.replace(objective_state=jax.jit(
+        objective.start_state, out_shardings=layout.shardings.objective_state
+    )(state.objective_state, state.params))
+
+
+def compile_steps(config: Any, objective: Any, tx: optax.GradientTransformation, schedule: Callable, mesh, rules,
+                  shardings: Any) -> tuple[compiled_lib.CompiledSteps, compiled_lib.CompiledSteps]:
+    """(train_step, eval_step), compiled per batch shape on first use or `precompile`."""
+    replicated = sharding_lib.replicated(mesh)
+    batch_in = lambda b: sharding_lib.batch_shardings(b, mesh, rules)  # noqa: E731
+    train_step = compiled_lib.CompiledSteps(
+        sharding_lib.activations_on(make_train_step(objective, tx, schedule, int(config.train.grad_accum)), mesh, rules),
+        lambda b: (shardings, batch_in(b), replicated),
+        (shardings, replicated),
+        donate=(0,),
+    )
+    eval_step = compiled_lib.CompiledSteps(
+        sharding_lib.activations_on(make_eval_step(objective), mesh, rules),
+        lambda b: ((shardings.params, shardings.objective_state), batch_in(b), replicated),
+        replicated,
+    )
+    return train_step, eval_step
+
+
+class Run:
+    """A run in progress: the state a step advances and a rollback replaces (state, data order,
+    step key, metric log), its evaluations, and the loop."""
+
+    def __init__(self, config: Any, workdir: str, start: RunStart, state: state_lib.TrainState, layout: Layout,
+                 objective: Any, mesh, rules, steps: tuple[compiled_lib.CompiledSteps, compiled_lib.CompiledSteps]):
+        self.config, self.workdir, self.objective, self.mesh, self.rules = config, workdir, objective, mesh, rules
+        self.manager, self.path, self.held_out, self.layout = start.manager, start.path, start.held_out, layout
+        self.state, self.batches, self.rollbacks = state, start.batches, start.rollbacks
+        self.train_step, self.eval_step = steps
+        self.is_main = jax.process_index() == 0
+        # Step and eval keys are made on the mesh, replicated: every process holds the same key.
+        self.key_on_mesh = jax.jit(
+            lambda stream, i: jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), stream), i),
+            out_shardings=sharding_lib.replicated(mesh),
+        )
+        self.step_rng = self.key_on_mesh(1, self.rollbacks)  # a rollback draws new masks too
+        self.logger = MetricLogger(workdir, resume_step=start.start_step, enabled=self.is_main)
+        self.probe = abx_probe.from_config(config)
+        self.evals: list[dict] = []
+        self.rolled_back: list[dict] = []
+        self.rollback_after = int(config.train.get("rollback_after", 3))
+        self.max_rollbacks = int(config.train.get("max_rollbacks", 3))
+        self.non_finite = self._streak()
+        total = int(config.train.steps)
+        self.collapse = CollapseMonitor(
+            objective.floors,
+            start_step=int(float(config.optim.get("warmup_fraction", 0.0)) * total),
+            patience=int(config.train.get("collapse_patience", 0)),
+        )
+        from ssl_jax.data.pipeline import UnreadableGuard
+
+        self.unreadable = UnreadableGuard(float(config.data.get("max_unreadable_fraction", 0.05)))
+
+    def _streak(self) -> NonFiniteStreak | None:
+        if self.rollback_after <= 0:
+            return None
+        return NonFiniteStreak(self.rollback_after, int(jax.device_get(self.state.skipped)))
+
+    def precompile(self, first_batch: dict | None) -> None:
+        """Compiles every bucket shape's train step and the eval step before the first step."""
+        if first_batch is not None:
+            self.train_step.precompile([
+                (self.state, b, self.step_rng)
+                for b in bucket_batches(first_batch, self.batches, self.config, self.mesh, self.rules)
+            ])
+        variables = (self.state.params, self.state.objective_state)
+        self.eval_step.precompile([
+            (variables, abstract_batch(b, self.config.train.batch_size, self.mesh, self.rules), self.step_rng)
+            for b in self.held_out
+        ])
+
+    def evaluate(self, step: int) -> None:
+        """Held-out objective metrics and the ABX probe, logged with the prefix `eval_`."""
+        if not self.held_out and self.probe is None:
+            return
+        variables = (self.state.params, self.state.objective_state)
+        m = {}
+        if self.held_out:
+            m = _mean_eval(self.eval_step, variables, self.held_out, self.mesh, lambda i: self.key_on_mesh(2, i))
+        if self.probe is not None:
+            m.update(self.probe(self.state.params["encoder"]))
+        self.evals.append({"step": step, **m})
+        self.logger.log(step, m, prefix="eval_")
+        log.info("eval step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in m.items() if not k.startswith("abx_word_l")))
+
+    def roll_back(self, first: int, last: int) -> int:
+        """Restores the checkpoint from before steps `first`..`last` (all skipped) and goes on with
+        the data order of the next seed; returns the step restored."""
+        what = (f"steps {first}-{last}: {last - first + 1} non-finite updates in a row "
+                f"(train.rollback_after={self.rollback_after})")
+        self.manager.wait()
+        target = rollback_target(first, self.manager.all_steps(), self.rollbacks, self.max_rollbacks, what)
+        dropped = self.manager.delete_after(target)  # the abandoned steps' checkpoints: a resume must not take them
+        restored = self.manager.restore(state_lib.as_dict(self.layout.abstract), target)
+        self.state = state_lib.from_dict(restored.state)
+        self.rollbacks += 1
+        if hasattr(self.batches, "close"):
+            self.batches.close()  # its worker processes, if any
+        self.batches = train_batches(self.config, self.path, self.rollbacks)
+        self.batches.set_state(restored.data)
+        self.step_rng = self.key_on_mesh(1, self.rollbacks)
+        self.logger.close()
+        self.logger = MetricLogger(self.workdir, resume_step=target, enabled=self.is_main)  # metrics.jsonl follows the kept run
+        self.evals[:] = [e for e in self.evals if e["step"] <= target]
+        self.non_finite = self._streak()
+        self.rolled_back.append({"steps": [first, last], "to": target})
+        log.warning(
+            "%s: rolled back to the checkpoint of step %d (rollback %d of at most %d, train.max_rollbacks; "
+            "deleted later checkpoints %s); data order and step keys now from seed %d + %d",
+            what, target, self.rollbacks, self.max_rollbacks, dropped, self.config.seed, self.rollbacks,
+        )
+        return target
+
+    def save(self, step: int, force: bool = False) -> None:
+        self.manager.save(step, state_lib.as_dict(self.state), self.batches.get_state(), self.config,
+                          force=force, rollbacks=self.rollbacks)
+
+    def loop(self, step: int, first_batch: dict | None, stop_after: int | None, progress: bool) -> dict:
+        """Steps from `step` to `train.steps` (or a stop: SIGTERM, preemption, collapse,
+        `stop_after`); logs, evaluates, checkpoints and rolls back on the way. Returns the
+        facts the summary reports: steps, stopped_early, last_metrics (the last logged), collapsed."""
+        config, total_steps = self.config, int(self.config.train.steps)
+        stop = _Stop()
+        previous = signal.signal(signal.SIGTERM, stop.handler) if _main_thread() else None
+        bar = None
+        if progress and self.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total_steps, initial=step, desc="train", dynamic_ncols=True, mininterval=1.0)
+        last_log_time, last_log_step, audio_since_log = time.time(), step, 0.0
+        stopped_early, last_metrics, collapsed = False, {}, None
+        try:
+            while step < total_steps:
+                if first_batch is not None:
+                    host_batch, first_batch = first_batch, None
+                else:
+                    host_batch = next(self.batches)
+                self.unreadable.update(host_batch)
+                batch = {k: np.asarray(host_batch[k]) for k in BATCH_KEYS + OPTIONAL_KEYS if k in host_batch}
+                audio_since_log += _audio_seconds(batch) * jax.process_count()
+                device_batch = sharding_lib.shard_batch(batch, self.mesh, self.rules)
+                with jax.transfer_guard("disallow"):
+                    self.state, metrics = self.train_step(self.state, device_batch, self.step_rng)
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                if self.non_finite is not None:
+                    self.non_finite.push(step, metrics["skipped"])
+                    judged = step % config.train.log_every == 0 or step % config.train.checkpoint_every == 0
+                    bad = self.non_finite.judge() if judged or step == total_steps else None
+                    if bad is not None:
+                        step = self.roll_back(*bad)
+                        last_log_time, last_log_step, audio_since_log = time.time(), step, 0.0
+                        if bar is not None:
+                            bar.n = step
+                            bar.refresh()
+                        continue
+                if step % config.train.log_every == 0 or step == total_steps:
+                    metrics = jax.device_get(metrics)
+                    now = time.time()
+                    metrics["step_time"] = (now - last_log_time) / max(step - last_log_step, 1)
+                    metrics["audio_seconds_per_second"] = audio_since_log / max(now - last_log_time, 1e-9)
+                    last_log_time, last_log_step, audio_since_log = now, step, 0.0
+                    last_metrics = self.logger.log(step, metrics)
+                    collapsed = self.collapse.check(metrics, step)
+                    if bar is not None:
+                        # The objective's first summary metric beside the loss (unless it is the loss).
+                        shown = {k: f"{metrics[k]:.3g}" for k in list(self.objective.SUMMARY)[:1]
+                                 if k in metrics and k != "loss"}
+                        bar.set_postfix({"loss": f"{metrics['loss']:.3f}", **shown})
+                if config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps:
+                    self.evaluate(step)
+                if step % config.train.checkpoint_every == 0:
+                    self.save(step)
+                elif step % config.train.log_every == 0 and processes.any_process(self.manager.failed()):
+                    self.manager.wait()  # a background save failed (a full disk): CheckpointSaveError, one line
+                if collapsed:
+                    log.error("stopping: %s", collapsed)
+                signalled = stop.agreed(step)
+                if signalled:
+                    log.info("stopping at step %d: SIGTERM or preemption notice (agreed by all %d processes)",
+                             step, jax.process_count())
+                if signalled or collapsed or (stop_after is not None and step >= stop_after):
+                    stopped_early = step < total_steps
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        return {"steps": step, "stopped_early": stopped_early, "last_metrics": last_metrics, "collapsed": collapsed}
+
+    def finish(self, step: int, stopped_early: bool) -> None:
+        """The final checkpoint and, after a complete run, the final evaluation."""
+        self.save(step, force=True)
+        self.manager.close()
+        if not stopped_early and (not self.evals or self.evals[-1]["step"] != step):
+            self.evaluate(step)
+        self.logger.close()
+
+
 def train(config: Any, workdir: str, *, stop_after: int | None = None, progress: bool = True) -> dict:
     """Pretrains `config` in `workdir` (resuming from its latest checkpoint).
 
@@ -391,256 +687,53 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
     """
     t_start = time.time()
     os.makedirs(workdir, exist_ok=True)
-    is_main = jax.process_index() == 0
 
     # Data, in the order of the latest checkpoint's rollbacks (`train_batches`).
-    manager = ckpt_lib.CheckpointManager(
-        workdir, save_every=config.train.checkpoint_every, keep=config.train.keep_checkpoints
-    )
-    start_step = manager.latest_step() or 0
-    rollbacks = manager.rollbacks(start_step) if start_step else 0
-    path = shard_dir(config)
-    batches: Iterator[dict] = train_batches(config, path, rollbacks)
-    if jax.process_count() > 1:
-        log.info("process %d of %d reads %d of the %d utterances of every global batch", jax.process_index(),
-                 jax.process_count(), config.train.batch_size // jax.process_count(), config.train.batch_size)
-    held_out = eval_batches(config, path) if config.train.eval_batches > 0 else []
+    start = open_run(config, workdir)
 
-    # Mesh and objective.
+    # Mesh, objective, optimizer.
     mesh = mesh_lib.make_mesh(config.mesh)
     rules = sharding_lib.DEFAULT_RULES
     sharding_lib.check_model(config.model, mesh)
     objective = objectives.build(config)
-    objective.prepare(path, workdir)
+    objective.prepare(start.path, workdir)
     total_steps = int(config.train.steps)
     tx, schedule = make_optimizer(config.optim, total_steps)
-    grad_accum = int(config.train.grad_accum)
-    if config.train.batch_size % grad_accum:
-        raise ValueError(f"train.batch_size {config.train.batch_size} is not divisible by train.grad_accum {grad_accum}")
+    rows = micro_batch_rows(config, mesh)
 
-    shards = mesh.shape["data"] * mesh.shape["fsdp"]
-    if (config.train.batch_size // grad_accum) % shards:
-        raise ValueError(
-            f"train.batch_size {config.train.batch_size} / train.grad_accum {grad_accum} is not divisible by "
-            f"mesh.data x mesh.fsdp = {shards}"
-        )
-
-    # Abstract state -> shardings -> state created sharded (never whole on one device).
-    max_samples = max(int(b) for b in batches.plan.buckets) if hasattr(batches, "plan") else int(config.data.max_seconds * SAMPLE_RATE)
-    init_batch = {
-        "audio": jax.ShapeDtypeStruct((config.train.batch_size // grad_accum, max_samples), jnp.float32),
-        "audio_mask": jax.ShapeDtypeStruct((config.train.batch_size // grad_accum, max_samples), jnp.bool_),
-    }
-    init_rng = jax.random.fold_in(jax.random.key(config.seed), 0)
-    # Step and eval keys are made on the mesh, replicated: every process holds the same key.
-    key_on_mesh = jax.jit(
-        lambda stream, i: jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), stream), i),
-        out_shardings=sharding_lib.replicated(mesh),
-    )
-
-    def init_boxed(key):
-        batch = {k: jnp.zeros(v.shape, v.dtype) for k, v in init_batch.items()}
-        params = objective.init(key, batch)
-        return state_lib.TrainState.create(params, tx, objective.init_state(jax.random.fold_in(key, 1), batch))
-
-    abstract_boxed = jax.eval_shape(init_boxed, init_rng)
-    state_shardings = sharding_lib.tree_shardings(abstract_boxed, mesh, rules)
-    abstract_state = jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), nn.unbox(abstract_boxed), state_shardings
-    )
-    num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_state.params))
-
+    # Abstract state -> shardings -> state created sharded (never whole on one device), or restored.
+    plan = getattr(start.batches, "plan", None)
+    samples = max(int(b) for b in plan.buckets) if plan is not None else int(config.data.max_seconds * SAMPLE_RATE)
+    layout = state_layout(config, objective, tx, mesh, rules, rows, samples)
     # The persistent compilation cache from here on, so the state's initialisation is cached too.
     cache_dir = compiled_lib.use_persistent_cache(str(config.train.get("compilation_cache", "")))
-    if start_step:
-        restored = manager.restore(state_lib.as_dict(abstract_state), start_step)
-        state = state_lib.from_dict(restored.state)
-        batches.set_state(restored.data)
-        log.info("resumed from %s at step %d", manager.directory, start_step)
-    else:
-        state = jax.jit(lambda k: nn.unbox(init_boxed(k)), out_shardings=state_shardings)(init_rng)
-        if config.train.get("init_from"):
-            state = warm_start(state, config.train.init_from, tx, state_shardings)
-        state = state.replace(objective_state=jax.jit(
-            objective.start_state, out_shardings=state_shardings.objective_state
-        )(state.objective_state, state.params))
+    state = init_or_restore(config, objective, tx, layout, start)
 
     # Compiled steps: every bucket shape, before the first step.
-    replicated = sharding_lib.replicated(mesh)
-    step_rng = key_on_mesh(1, rollbacks)  # a rollback draws new masks too
-    batch_in = lambda b: sharding_lib.batch_shardings(b, mesh, rules)  # noqa: E731
-    train_step = compiled_lib.CompiledSteps(
-        sharding_lib.activations_on(make_train_step(objective, tx, schedule, grad_accum), mesh, rules),
-        lambda b: (state_shardings, batch_in(b), replicated),
-        (state_shardings, replicated),
-        donate=(0,),
-    )
-    eval_step = compiled_lib.CompiledSteps(
-        sharding_lib.activations_on(make_eval_step(objective), mesh, rules),
-        lambda b: ((state_shardings.params, state_shardings.objective_state), batch_in(b), replicated),
-        replicated,
-    )
-
-    first_batch = next(batches) if start_step < total_steps else None  # the first step's batch
-    if first_batch is not None:
-        train_step.precompile([(state, b, step_rng) for b in bucket_batches(first_batch, batches, config, mesh, rules)])
-    eval_step.precompile([
-        ((state.params, state.objective_state), abstract_batch(b, config.train.batch_size, mesh, rules), step_rng)
-        for b in held_out
-    ])
+    steps = compile_steps(config, objective, tx, schedule, mesh, rules, layout.shardings)
+    run = Run(config, workdir, start, state, layout, objective, mesh, rules, steps)
+    first_batch = next(run.batches) if start.start_step < total_steps else None  # the first step's batch
+    run.precompile(first_batch)
     processes.barrier("ssl_jax_compiled")  # a process whose programs came from the cache waits for the others
+    train_step, eval_step = steps
     log.info(
         "compiled %d programs at start-up in %.1f s; %d found in the persistent compilation cache (%s)",
         train_step.count + eval_step.count, train_step.compile_seconds + eval_step.compile_seconds,
         train_step.cache_hits + eval_step.cache_hits, cache_dir or "off",
     )
 
-    from ssl_jax.data.pipeline import UnreadableGuard
-
-    collapse = CollapseMonitor(
-        objective.floors,
-        start_step=int(float(config.optim.get("warmup_fraction", 0.0)) * total_steps),
-        patience=int(config.train.get("collapse_patience", 0)),
-    )
-    collapsed = None
-
-    unreadable = UnreadableGuard(float(config.data.get("max_unreadable_fraction", 0.05)))
-    logger = MetricLogger(workdir, resume_step=start_step, enabled=is_main)
-    stop = _Stop()
-    previous = signal.signal(signal.SIGTERM, stop.handler) if _main_thread() else None
-
-    evals: list[dict] = []
-
-    probe = abx_probe.from_config(config)
-
-    def run_eval(step: int) -> None:
-        if not held_out and probe is None:
-            return
-        variables = (state.params, state.objective_state)
-        m = _mean_eval(eval_step, variables, held_out, mesh, lambda i: key_on_mesh(2, i)) if held_out else {}
-        if probe is not None:
-            m.update(probe(state.params["encoder"]))
-        evals.append({"step": step, **m})
-        logger.log(step, m, prefix="eval_")
-        log.info("eval step %d: %s", step, ", ".join(f"{k} {v:.4g}" for k, v in m.items() if not k.startswith("abx_word_l")))
-
-    if start_step == 0:
-        run_eval(0)
-
-    rollback_after = int(config.train.get("rollback_after", 3))
-    max_rollbacks = int(config.train.get("max_rollbacks", 3))
-    non_finite = NonFiniteStreak(rollback_after, int(jax.device_get(state.skipped))) if rollback_after > 0 else None
-    rolled_back: list[dict] = []
-
-    def roll_back(first: int, last: int) -> int:
-        """Restores the checkpoint from before steps `first`..`last` (all skipped) and goes on with
-        the data order of the next seed; returns the step restored."""
-        nonlocal state, batches, rollbacks, step_rng, logger, non_finite
-        what = (f"steps {first}-{last}: {last - first + 1} non-finite updates in a row "
-                f"(train.rollback_after={rollback_after})")
-        manager.wait()
-        target = rollback_target(first, manager.all_steps(), rollbacks, max_rollbacks, what)
-        dropped = manager.delete_after(target)  # the abandoned steps' checkpoints: a resume must not take them
-        restored = manager.restore(state_lib.as_dict(abstract_state), target)
-        state = state_lib.from_dict(restored.state)
-        rollbacks += 1
-        if hasattr(batches, "close"):
-            batches.close()  # its worker processes, if any
-        batches = train_batches(config, path, rollbacks)
-        batches.set_state(restored.data)
-        step_rng = key_on_mesh(1, rollbacks)
-        logger.close()
-        logger = MetricLogger(workdir, resume_step=target, enabled=is_main)  # metrics.jsonl follows the kept run
-        evals[:] = [e for e in evals if e["step"] <= target]
-        non_finite = NonFiniteStreak(rollback_after, int(jax.device_get(state.skipped)))
-        rolled_back.append({"steps": [first, last], "to": target})
-        log.warning(
-            "%s: rolled back to the checkpoint of step %d (rollback %d of at most %d, train.max_rollbacks; "
-            "deleted later checkpoints %s); data order and step keys now from seed %d + %d",
-            what, target, rollbacks, max_rollbacks, dropped, config.seed, rollbacks,
-        )
-        return target
-
-    bar = None
-    if progress and is_main:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total_steps, initial=start_step, desc="train", dynamic_ncols=True, mininterval=1.0)
-
-    step = start_step
-    last_log_time, last_log_step, audio_since_log = time.time(), step, 0.0
-    audio_total, stopped_early, last_metrics = 0.0, False, {}
-    try:
-        while step < total_steps:
-            if first_batch is not None:
-                host_batch, first_batch = first_batch, None
-            else:
-                host_batch = next(batches)
-            unreadable.update(host_batch)
-            batch = {k: np.asarray(host_batch[k]) for k in BATCH_KEYS + OPTIONAL_KEYS if k in host_batch}
-            audio_since_log += _audio_seconds(batch) * jax.process_count()
-            device_batch = sharding_lib.shard_batch(batch, mesh, rules)
-            with jax.transfer_guard("disallow"):
-                state, metrics = train_step(state, device_batch, step_rng)
-            step += 1
-            if bar is not None:
-                bar.update(1)
-            if non_finite is not None:
-                non_finite.push(step, metrics["skipped"])
-                judged = step % config.train.log_every == 0 or step % config.train.checkpoint_every == 0
-                bad = non_finite.judge() if judged or step == total_steps else None
-                if bad is not None:
-                    step = roll_back(*bad)
-                    last_log_time, last_log_step, audio_since_log = time.time(), step, 0.0
-                    if bar is not None:
-                        bar.n = step
-                        bar.refresh()
-                    continue
-            if step % config.train.log_every == 0 or step == total_steps:
-                metrics = jax.device_get(metrics)
-                now = time.time()
-                metrics["step_time"] = (now - last_log_time) / max(step - last_log_step, 1)
-                metrics["audio_seconds_per_second"] = audio_since_log / max(now - last_log_time, 1e-9)
-                audio_total += audio_since_log
-                last_log_time, last_log_step, audio_since_log = now, step, 0.0
-                last_metrics = logger.log(step, metrics)
-                collapsed = collapse.check(metrics, step)
-                if bar is not None:
-                    # The objective's first summary metric beside the loss (unless it is the loss).
-                    shown = {k: f"{metrics[k]:.3g}" for k in list(objective.SUMMARY)[:1] if k in metrics and k != "loss"}
-                    bar.set_postfix({"loss": f"{metrics['loss']:.3f}", **shown})
-            if config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps:
-                run_eval(step)
-            if step % config.train.checkpoint_every == 0:
-                manager.save(step, state_lib.as_dict(state), batches.get_state(), config, rollbacks=rollbacks)
-            elif step % config.train.log_every == 0 and processes.any_process(manager.failed()):
-                manager.wait()  # a background save failed (a full disk): CheckpointSaveError, one line
-            if collapsed:
-                log.error("stopping: %s", collapsed)
-            signalled = stop.agreed(step)
-            if signalled:
-                log.info("stopping at step %d: SIGTERM or preemption notice (agreed by all %d processes)",
-                         step, jax.process_count())
-            if signalled or collapsed or (stop_after is not None and step >= stop_after):
-                stopped_early = step < total_steps
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-    manager.save(step, state_lib.as_dict(state), batches.get_state(), config, force=True, rollbacks=rollbacks)
-    manager.close()
-    if not stopped_early and (not evals or evals[-1]["step"] != step):
-        run_eval(step)
-    logger.close()
+    # The loop, then the final checkpoint and evaluation.
+    if start.start_step == 0:
+        run.evaluate(0)
+    end = run.loop(start.start_step, first_batch, stop_after, progress)
+    step = end["steps"]
+    run.finish(step, end["stopped_early"])
 
     summary = {
         "workdir": os.path.abspath(workdir),
         "steps": step,
-        "resumed_from": start_step,
-        "stopped_early": stopped_early,
+        "resumed_from": start.start_step,
+        "stopped_early": end["stopped_early"],
         "wall_seconds": time.time() - t_start,
         "compiles": train_step.count + eval_step.count,
         "train_compiles": train_step.count,
@@ -652,24 +745,24 @@ def train(config: Any, workdir: str, *, stop_after: int | None = None, progress:
             "writes": train_step.cache_writes + eval_step.cache_writes,
         },
         "programs": {
-            f"{fn.name} {dict(key)}": facts for fn in (train_step, eval_step) for key, facts in fn.facts.items()
+            f"{fn.name} {dict(key)}": facts for fn in steps for key, facts in fn.facts.items()
         },
-        "skipped_updates": int(jax.device_get(state.skipped)),
-        "rollbacks": rollbacks,
-        "rolled_back": rolled_back,
-        "unreadable_records": unreadable.unreadable,
-        "collapse_warnings": collapse.warnings,
-        "stopped_for_collapse": collapsed,
-        "num_params": int(num_params),
+        "skipped_updates": int(jax.device_get(run.state.skipped)),
+        "rollbacks": run.rollbacks,
+        "rolled_back": run.rolled_back,
+        "unreadable_records": run.unreadable.unreadable,
+        "collapse_warnings": run.collapse.warnings,
+        "stopped_for_collapse": end["collapsed"],
+        "num_params": layout.num_params,
         "devices": jax.device_count(),
         "mesh": dict(zip(mesh_lib.AXES, (mesh.shape[a] for a in mesh_lib.AXES))),
-        "final_loss": last_metrics.get("loss"),
+        "final_loss": end["last_metrics"].get("loss"),
         "summary_metrics": dict(objective.SUMMARY),
         "init_from": config.train.get("init_from") or None,
-        "eval_start": evals[0] if evals else None,
-        "eval_end": evals[-1] if evals else None,
+        "eval_start": run.evals[0] if run.evals else None,
+        "eval_end": run.evals[-1] if run.evals else None,
     }
-    if is_main:
+    if jax.process_index() == 0:
         with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
     return summary
