@@ -57,7 +57,7 @@ def layer_norm_objective():
     cfg = tiny_config(feat_extract_norm="layer", conv_bias=True)
     obj = objectives.build(cfg)
     batch = {"audio": jnp.zeros((2, 16000)), "audio_mask": jnp.ones((2, 16000), bool)}
-    params = nn.unbox(obj.init(jax.random.key(0), batch))
+    params = nn.unbox(jax.jit(obj.init)(jax.random.key(0), batch))
     return obj, params
 
 
@@ -71,9 +71,10 @@ def test_padding_invariance_layer_norm_extractor(layer_norm_objective):
     neg, _ = masking.sample_negatives(jax.random.key(4), mask, 5)
     mask, neg = np.asarray(mask), np.asarray(neg)
 
+    loss = jax.jit(lambda batch: obj.loss(params, batch, jax.random.key(9), 0, False))  # one program per shape
+
     def loss_of(audio, audio_mask, m, n):
-        batch = {"audio": jnp.asarray(audio), "audio_mask": jnp.asarray(audio_mask), "mask_time_indices": m, "negative_indices": n}
-        return obj.loss(params, batch, jax.random.key(9), 0, False)
+        return loss({"audio": jnp.asarray(audio), "audio_mask": jnp.asarray(audio_mask), "mask_time_indices": m, "negative_indices": n})
 
     # Batch of both, item 1 padded; versus extra padding on both items.
     pad = 4800
@@ -99,7 +100,7 @@ def test_tiny_model_overfits_one_batch():
     cfg = tiny_config()
     obj = objectives.build(cfg)
     batch = {"audio": jnp.asarray(tones(2, 16000, seed=2)), "audio_mask": jnp.ones((2, 16000), bool)}
-    params = nn.unbox(obj.init(jax.random.key(0), batch))
+    params = nn.unbox(jax.jit(obj.init)(jax.random.key(0), batch))
     tx = optax.adam(3e-3)
     opt_state = tx.init(params)
 
