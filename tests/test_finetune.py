@@ -98,3 +98,40 @@ def test_finetune_end_to_end(checkpoint, tiny_corpus, tmp_path):
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
                                          seen[6]["encoder"]["encoder"], before["encoder"]))
     assert max(moved) > 0
+
+
+def test_train_step_and_greedy_decoding_learn_to_transcribe_a_few_utterances(tiny_corpus):
+    """CTC loss, label ids, masks and greedy decoding agree: 8 utterances are overfit to a CER of
+    about 0 in 100 updates (measured: 0 from step 60 on), from above 0.9 before training."""
+    from flax.core import meta
+    from ml_collections import config_dict
+
+    from ssl_jax.downstream import tasks
+
+    enc = EncoderConfig(frontend="logmel", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
+                        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, hidden_dropout=0.0,
+                        attention_dropout=0.0, feat_proj_dropout=0.0, layerdrop=0.0, layer_norm_first=True,
+                        num_codevectors_per_group=8, codevector_dim=16, proj_codevector_dim=16)
+    cfg = config_dict.ConfigDict(dict(data=dict(path=tiny_corpus, splits=("train", "valid", "test"), max_seconds=4.0),
+                                      train=dict(mask_prob=0.0, mask_length=5)))
+    task = tasks.get("asr")
+    train = finetune.load_splits(cfg, task)["train"]
+    short = np.argsort([train.source.num_samples[i] for i in train.rows], kind="stable")[:8]
+    split = finetune.Split(train.source, [train.rows[i] for i in short], [train.targets[i] for i in short])
+    vocab = sorted({t for tgt in split.targets for t in tgt})
+    model = finetune.CTCModel(enc, len(vocab) + 1)
+    longest = max(int(split.source.num_samples[i]) for i in split.rows)
+    batcher = finetune.Batcher(enc, [longest], {t: k + 1 for k, t in enumerate(vocab)}, False)
+    params = meta.unbox(jax.jit(model.init)(jax.random.key(0), *batcher.audio(split, [0], 1))["params"])
+    optim = config_dict.ConfigDict(dict(weight_decay=0.0, clip_norm=5.0))
+    tx = finetune.make_optimizer(params, optim, optax.constant_schedule(3e-3), freeze_steps=0)
+    opt_state = tx.init(params)
+    step = finetune.make_train_step(model, tx, cfg.train)
+    score = finetune.make_scorer(model, batcher, vocab, task, batch_size=8)
+    batch = batcher.train(split, list(range(8)), 8)
+
+    assert score(params, split)["cer"] > 0.9
+    for i in range(100):
+        params, opt_state, loss, _ = step(params, opt_state, batch, jax.random.key(i))
+    after = score(params, split)
+    assert after["cer"] < 0.05 and after["wer"] < 0.15, after
