@@ -242,8 +242,13 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
     os.makedirs(workdir, exist_ok=True)
 
     # Upstream, data and vocabulary.
-    enc_params, enc_cfg, normalize = load_upstream(upstream)
     task = tasks.get("asr" if cfg.data.target == "chars" else "pr")
+    scored = ("wer", "cer") if task.metric == "wer" else (task.metric,)  # what `make_scorer` reports
+    select = cfg.train.get("select_metric", "") or task.metric
+    if select not in scored:
+        raise ValueError(f"train.select_metric {select!r} is not scored for data.target={cfg.data.target!r}; "
+                         f"expected one of {scored}")
+    enc_params, enc_cfg, normalize = load_upstream(upstream)
     splits = load_splits(cfg, task)
     train = splits["train"]
     vocab = sorted({t for tgt in train.targets for t in tgt})
@@ -291,8 +296,8 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
                 for k, v in valid.items():
                     logger.scalar(f"valid_{k}", v, done)
                 log(f"step {done}: loss {float(loss):.3f}, valid {valid}")
-                if valid[task.metric] < best_score:
-                    best, best_score, best_step, best_valid = params, valid[task.metric], done, valid
+                if valid[select] < best_score:
+                    best, best_score, best_step, best_valid = params, valid[select], done, valid
     finally:
         logger.close()
 

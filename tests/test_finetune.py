@@ -73,6 +73,13 @@ def _config(tiny_corpus):
     return cfg
 
 
+def test_model_selection_metric_must_be_one_that_is_scored(tmp_path):
+    cfg = _config("")
+    cfg.data.target = "phonemes"  # scored on PER only; the config selects on CER
+    with pytest.raises(ValueError, match="select_metric 'cer'.*expected one of \\('per',\\)"):
+        finetune.finetune(cfg, str(tmp_path / "never_read"), str(tmp_path))
+
+
 def test_finetune_end_to_end(checkpoint, tiny_corpus, tmp_path):
     from ssl_jax.training.checkpoint import load_pretrained
 
