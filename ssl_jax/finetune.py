@@ -2,6 +2,8 @@
 
   python -m ssl_jax.finetune --config=configs/finetune_ctc_tiny.py --upstream=runs/w2v2_tiny --workdir=runs/ft_tiny
 
+`--upstream=random:configs/w2v2_tiny.py` fine-tunes the same encoder from its initial weights.
+
 A linear CTC output layer on the encoder's last hidden state; the convolutional feature
 extractor never updates; the rest of the encoder joins after `train.freeze_encoder_steps`.
 Writes `WORKDIR/results.json` ({"asr": {"wer", "cer"}} or {"pr": {"per"}}),
@@ -115,9 +117,18 @@ class Split:
 
 
 def load_upstream(upstream: str) -> tuple[Any, EncoderConfig, bool]:
-    """The pretrained encoder at `upstream`: (parameters, its config, whether it normalises waveforms)."""
+    """The encoder at `upstream`, a checkpoint path or `random:CONFIG_PATH[:ARG]` (the recipe's
+    initial weights, the control that shows what pretraining adds): (parameters, its config,
+    whether it normalises waveforms)."""
     from ssl_jax.training.checkpoint import load_pretrained
 
+    if upstream.startswith("random:"):
+        from ssl_jax.downstream.upstreams import random_init
+
+        up = random_init(upstream[len("random:"):])
+        if not isinstance(up.config, EncoderConfig):
+            raise ValueError(f"{upstream}: fine-tuning needs a wav2vec 2.0-family encoder, not {type(up.config).__name__}")
+        return jax.tree.map(np.asarray, up.params), up.config, up.normalize
     params, up_config = load_pretrained(upstream)
     if "model" not in up_config:
         raise ValueError(f"{upstream}: the checkpoint's config has no `model` section")

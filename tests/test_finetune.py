@@ -73,6 +73,19 @@ def _config(tiny_corpus):
     return cfg
 
 
+def test_random_upstream_is_the_recipes_initial_encoder():
+    """`random:CONFIG`, the control run that shows what pretraining adds, starts from the weights
+    that training of that recipe starts from (those evaluate's `random:` upstream probes)."""
+    from ssl_jax.downstream.upstreams import random_init
+
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    params, cfg, normalize = finetune.load_upstream(f"random:{configs}/w2v2_tiny.py")
+    assert isinstance(cfg, EncoderConfig) and cfg.frontend == "logmel" and cfg.hidden_size == 128
+    jax.tree.map(np.testing.assert_array_equal, params, jax.tree.map(np.asarray, random_init(f"{configs}/w2v2_tiny.py").params))
+    with pytest.raises(ValueError, match="wav2vec 2.0-family"):
+        finetune.load_upstream(f"random:{configs}/apc_tiny.py")
+
+
 def test_model_selection_metric_must_be_one_that_is_scored(tmp_path):
     cfg = _config("")
     cfg.data.target = "phonemes"  # scored on PER only; the config selects on CER
