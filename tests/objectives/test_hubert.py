@@ -41,16 +41,17 @@ def test_loss_is_cross_entropy_against_assigned_clusters_on_masked_frames():
     mask_audio = np.arange(8000)[None] < np.array([8000, 5600])[:, None]
     batch = {"audio": np.where(mask_audio, audio, 0.0).astype(np.float32), "audio_mask": mask_audio}
     obj = fitted(cfg, batch)
-    params = nn.unbox(obj.init(jax.random.key(0), batch))
-    state = nn.unbox(obj.init_state(jax.random.key(1), batch))
+    params = nn.unbox(jax.jit(obj.init)(jax.random.key(0), batch))  # jitted: one program, not op by op
+    state = nn.unbox(jax.jit(obj.init_state)(jax.random.key(1), batch))
     frames = obj.num_frames(8000)
-    ids = obj.target_ids(state, {k: jnp.asarray(v) for k, v in batch.items()})
+    ids = jax.jit(obj.target_ids)(state, {k: jnp.asarray(v) for k, v in batch.items()})
     assert [int(i.max()) < k for i, k in zip(ids, (8, 5))] == [True, True]
     mask = np.zeros((2, frames), bool)
     mask[:, 3:9] = True
     b = dict(batch, mask_time_indices=mask)
-    loss, m = obj.loss(params, b, jax.random.key(2), 0, False, state)
-    projs, embs, out = obj.module.apply({"params": params}, b["audio"], b["audio_mask"], jnp.asarray(mask), deterministic=True)
+    loss, m = jax.jit(lambda p, b: obj.loss(p, b, jax.random.key(2), 0, False, state))(params, b)
+    projs, embs, out = jax.jit(lambda p, b: obj.module.apply({"params": p}, b["audio"], b["audio_mask"], b["mask_time_indices"],
+                                                             deterministic=True))(params, b)
     valid = np.asarray(out.frame_mask) & mask
     expect = 0.0
     for proj, emb, target in zip(projs, embs, ids):
@@ -79,8 +80,8 @@ def test_tiny_recipe_overfits_one_batch(name):
         batch = dict(batch, audio=mixed, clean_audio=clean)
     obj = fitted(cfg, dict(batch, audio=clean))
     assert type(obj).__name__ == {"hubert": "HubertObjective", "wavlm": "WavLMObjective"}[name]
-    params = nn.unbox(obj.init(jax.random.key(0), batch))
-    state = nn.unbox(obj.init_state(jax.random.key(1), batch))
+    params = nn.unbox(jax.jit(obj.init)(jax.random.key(0), batch))
+    state = nn.unbox(jax.jit(obj.init_state)(jax.random.key(1), batch))
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     tx = optax.adam(5e-3)
     opt_state = tx.init(params)
