@@ -38,6 +38,9 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.train.mask_prob = 0.25  # span masking as in pretraining (objectives/masking.py): 5% of frames start a span
     c.train.mask_length = 5
     c.train.select_metric = "cer"  # "" = the task's metric: WER for chars, PER for phonemes
+    # An evaluate result folder of one upstream on the same task and test set (e.g. the FBANK
+    # probe of superb_tiny: EVAL_DIR/fbank): the test metrics get a paired bootstrap against it.
+    c.train.compare_to = ""
 
     c.optim = config_dict.ConfigDict()
     c.optim.lr = 1e-3

@@ -6,8 +6,10 @@
 
 A linear CTC output layer on the encoder's last hidden state; the convolutional feature
 extractor never updates; the rest of the encoder joins after `train.freeze_encoder_steps`.
-Writes `WORKDIR/results.json` ({"asr": {"wer", "cer"}} or {"pr": {"per"}}),
-`WORKDIR/metrics.jsonl` and TensorBoard events under `WORKDIR/tb`.
+Writes `WORKDIR/results.json` ({"asr": {"wer", "cer"}} or {"pr": {"per"}}, with 95% bootstrap
+intervals; the selected step; with `train.compare_to=EVAL_DIR`, the paired bootstrap against
+that evaluate result of the same task and test set, e.g. the FBANK probe), `WORKDIR/units.npz`
+(per-utterance test errors), `WORKDIR/metrics.jsonl` and TensorBoard events under `WORKDIR/tb`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import optax
 from flax.core import meta
 
 from ssl_jax.data.shards import ShardSource
-from ssl_jax.downstream import metrics, probe, tasks
+from ssl_jax.downstream import probe, stats, tasks
 from ssl_jax.models.encoder import EncoderConfig, SpeechEncoder
 from ssl_jax.objectives import masking
 from ssl_jax.training.logging import MetricLogger
@@ -221,10 +223,11 @@ def make_train_step(model: CTCModel, tx: optax.GradientTransformation, train_cfg
 
 
 def make_scorer(model: CTCModel, batcher: Batcher, vocab: list[str], task: tasks.Task, batch_size: int) -> Callable:
-    """(params, split) -> {"wer", "cer"} or {"per"}: greedy CTC decoding, utterances sorted by length."""
+    """(params, split) -> {"wer", "cer"} or {"per"} as test units (`stats.Ratio`, the probe's own
+    `probe.ctc_units`): greedy CTC decoding, utterances sorted by length."""
     predict = jax.jit(lambda p, x, m: model.apply({"params": p}, x, m, deterministic=True))
 
-    def score(params: Any, split: Split) -> dict[str, float]:
+    def score(params: Any, split: Split) -> dict[str, stats.Ratio]:
         order = np.argsort([split.source.num_samples[i] for i in split.rows], kind="stable")
         hyps: list[list[str]] = [[] for _ in split.rows]
         for s in range(0, len(order), batch_size):
@@ -232,14 +235,30 @@ def make_scorer(model: CTCModel, batcher: Batcher, vocab: list[str], task: tasks
             logits, fmask = predict(params, *batcher.audio(split, rows, batch_size))
             for r, seq in zip(rows, probe.greedy_ctc(np.asarray(logits)[:len(rows)], np.asarray(fmask)[:len(rows)])):
                 hyps[r] = [vocab[k - 1] for k in seq]
-        refs = split.targets
-        if task.metric == "wer":
-            words = lambda toks: "".join(" " if c == "|" else c for c in toks).strip()  # noqa: E731
-            return {"wer": metrics.word_error_rate([words(r) for r in refs], [words(h) for h in hyps]),
-                    "cer": metrics.error_rate(refs, hyps)}
-        return {"per": metrics.error_rate(refs, hyps)}
+        return probe.ctc_units(task, split.targets, hyps)
 
     return score
+
+
+def compare_with_probe(units: dict[str, stats.Ratio], task: tasks.Task, probe_dir: str) -> dict[str, dict[str, float]]:
+    """Paired bootstrap of the fine-tuned test units against an `evaluate` result folder of the
+    same task on the same test set (e.g. the FBANK probe): {metric: {"probe", "delta", "p_value",
+    "better"}}, delta = fine-tuned - probe."""
+    path = os.path.join(probe_dir, "units.npz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"train.compare_to: no units.npz in {probe_dir} (an evaluate result folder of one upstream)")
+    arrays = np.load(path)
+    out = {}
+    for metric, mine in units.items():
+        if f"{task.name}/{metric}/kind" not in arrays:
+            raise ValueError(f"train.compare_to: {probe_dir} holds no {task.name} {metric} result")
+        theirs = stats.from_arrays(arrays, f"{task.name}/{metric}")
+        if not isinstance(theirs, stats.Ratio) or not np.array_equal(theirs.den, mine.den):
+            raise ValueError(f"train.compare_to: {probe_dir}'s {task.name} test set is not this one "
+                             f"({theirs.num_units} utterances there, {mine.num_units} here, or other references)")
+        c = stats.compare(theirs, mine, lower_is_better=True)
+        out[metric] = {"probe": stats.point(theirs), "delta": c.delta, "p_value": c.p_value, "better": c.better}
+    return out
 
 
 def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[str, dict[str, float]]:
@@ -259,6 +278,9 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
     if select not in scored:
         raise ValueError(f"train.select_metric {select!r} is not scored for data.target={cfg.data.target!r}; "
                          f"expected one of {scored}")
+    compare_to = cfg.train.get("compare_to", "")
+    if compare_to and not os.path.exists(os.path.join(compare_to, "units.npz")):
+        raise FileNotFoundError(f"train.compare_to: no units.npz in {compare_to} (an evaluate result folder of one upstream)")
     enc_params, enc_cfg, normalize = load_upstream(upstream)
     splits = load_splits(cfg, task)
     train = splits["train"]
@@ -303,7 +325,7 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
                                   "encoder_frozen": bool(step < freeze)})
                 losses = []
             if done % cfg.train.eval_every == 0 or done == cfg.train.steps:
-                valid = score(params, splits["valid"])
+                valid = {k: stats.point(m) for k, m in score(params, splits["valid"]).items()}
                 for k, v in valid.items():
                     logger.scalar(f"valid_{k}", v, done)
                 log(f"step {done}: loss {float(loss):.3f}, valid {valid}")
@@ -312,13 +334,23 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
     finally:
         logger.close()
 
-    # Test the best validated parameters.
-    test = score(best, splits["test"])
-    results = {task.name: test}
+    # Test the best validated parameters: metrics with 95% bootstrap intervals (as evaluate's).
+    units = score(best, splits["test"])
+    test = {k: stats.point(m) for k, m in units.items()}
+    results = {task.name: {**test, **{f"{k}_ci": list(stats.interval(m)) for k, m in units.items()}},
+               "selection": {"metric": select, "step": best_step, "valid": best_valid}}
+    if compare_to:
+        results["against_probe"] = {"probe_dir": compare_to, **compare_with_probe(units, task, compare_to)}
+    np.savez(os.path.join(workdir, "units.npz"),
+             **{k: v for name, m in units.items() for k, v in stats.to_arrays(m, f"{task.name}/{name}").items()})
     with open(os.path.join(workdir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
     log(f"fine-tuned {cfg.train.steps} steps in {time.time() - t_start:.0f}s; best valid {best_valid} "
         f"at step {best_step}; test {test}")
+    for metric, c in results.get("against_probe", {}).items():
+        if isinstance(c, dict):
+            mark = {1: "better", -1: "worse", 0: "not significantly different"}[c["better"]]
+            log(f"{metric}: {test[metric]:.4f} against the probe's {c['probe']:.4f} ({mark}, p={c['p_value']:.3f})")
     return results
 
 

@@ -101,8 +101,14 @@ def test_finetune_end_to_end(checkpoint, tiny_corpus, tmp_path):
     seen = {}
     results = finetune.finetune(cfg, checkpoint, str(tmp_path), log=lambda m: None,
                                 on_step=lambda step, p: seen.__setitem__(step, jax.tree.map(np.asarray, p)))
-    assert set(results) == {"asr"} and results["asr"]["cer"] > 0.0 and results["asr"]["wer"] > 0.0
+    assert set(results) == {"asr", "selection"} and results["asr"]["cer"] > 0.0 and results["asr"]["wer"] > 0.0
+    for metric in ("wer", "cer"):
+        lo, hi = results["asr"][f"{metric}_ci"]
+        assert lo <= results["asr"][metric] <= hi
+    assert results["selection"]["metric"] == "cer" and results["selection"]["step"] in (3, 6)
     assert json.load(open(tmp_path / "results.json")) == results
+    units = np.load(tmp_path / "units.npz")
+    assert str(units["asr/cer/kind"]) == "ratio" and float(units["asr/cer/den"].min()) > 0
     recs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in recs] == list(range(1, 7)) and all(np.isfinite(r["loss"]) for r in recs)
     assert [r["encoder_frozen"] for r in recs] == [True] * 3 + [False] * 3
@@ -126,7 +132,7 @@ def test_train_step_and_greedy_decoding_learn_to_transcribe_a_few_utterances(tin
     from flax.core import meta
     from ml_collections import config_dict
 
-    from ssl_jax.downstream import tasks
+    from ssl_jax.downstream import stats, tasks
 
     enc = EncoderConfig(frontend="logmel", hidden_size=64, num_layers=2, num_heads=2, intermediate_size=128,
                         num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=4, hidden_dropout=0.0,
@@ -150,8 +156,26 @@ def test_train_step_and_greedy_decoding_learn_to_transcribe_a_few_utterances(tin
     score = finetune.make_scorer(model, batcher, vocab, task, batch_size=8)
     batch = batcher.train(split, list(range(8)), 8)
 
-    assert score(params, split)["cer"] > 0.9
+    assert stats.point(score(params, split)["cer"]) > 0.9
     for i in range(100):
         params, opt_state, loss, _ = step(params, opt_state, batch, jax.random.key(i))
-    after = score(params, split)
+    after = {k: stats.point(m) for k, m in score(params, split).items()}
     assert after["cer"] < 0.05 and after["wer"] < 0.15, after
+
+
+def test_comparison_with_a_probe_is_paired_on_the_same_test_set(tmp_path):
+    from ssl_jax.downstream import stats, tasks
+
+    task = tasks.get("asr")
+    rng = np.random.default_rng(0)
+    den = rng.integers(20, 60, 200).astype(float)
+    probe = {"cer": stats.Ratio(0.4 * den, den), "wer": stats.Ratio(np.ones(200), np.full(200, 4.0))}
+    np.savez(tmp_path / "units.npz", **{k: v for m, r in probe.items() for k, v in stats.to_arrays(r, f"asr/{m}").items()})
+    better = {"cer": stats.Ratio(0.3 * den + rng.normal(0, 1, 200), den), "wer": probe["wer"]}
+    out = finetune.compare_with_probe(better, task, str(tmp_path))
+    assert out["cer"]["better"] == 1 and out["cer"]["delta"] == pytest.approx(stats.point(better["cer"]) - 0.4)
+    assert out["wer"]["better"] == 0 and out["wer"]["delta"] == 0.0
+    with pytest.raises(ValueError, match="test set is not this one"):
+        finetune.compare_with_probe({"cer": stats.Ratio(den[:100], den[:100])}, task, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="no units.npz"):
+        finetune.compare_with_probe(better, task, str(tmp_path / "elsewhere"))

@@ -371,6 +371,16 @@ def error_units(refs: Sequence[Sequence[Any]], hyps: Sequence[Sequence[Any]]) ->
     return stats.Ratio(num, den)
 
 
+def ctc_units(task: Task, refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> dict[str, stats.Ratio]:
+    """Test units of a CTC task's token sequences: {"wer", "cer"} for ASR (words are split at
+    the word-boundary token "|"), {task.metric} otherwise (PER)."""
+    if task.metric == "wer":
+        words = lambda toks: "".join(" " if c == "|" else c for c in toks).split()  # noqa: E731
+        return {"wer": error_units([words(r) for r in refs], [words(h) for h in hyps]),
+                "cer": error_units(refs, hyps)}
+    return {task.metric: error_units(refs, hyps)}
+
+
 def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
             log_scalar: Callable[[str, float, int], None]) -> TaskResult:
     """Linear or BiLSTM CTC head over tokens of the training targets (blank = 0)."""
@@ -424,12 +434,7 @@ def run_ctc(task: Task, data: dict[str, TaskData], hp, seed: int, stack: int,
         return hyps
 
     def units(params, role) -> dict[str, stats.Metric]:
-        hyps, refs = decode(params, role), data[role].targets
-        if task.metric == "wer":
-            words = lambda toks: "".join(" " if c == "|" else c for c in toks).split()
-            return {"wer": error_units([words(r) for r in refs], [words(h) for h in hyps]),
-                    "cer": error_units(refs, hyps)}
-        return {task.metric: error_units(refs, hyps)}
+        return ctc_units(task, data[role].targets, decode(params, role))
 
     def validate(params):
         return {k: stats.point(m) for k, m in units(params, "valid").items()}
