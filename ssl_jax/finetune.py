@@ -9,7 +9,9 @@ extractor never updates; the rest of the encoder joins after `train.freeze_encod
 Writes `WORKDIR/results.json` ({"asr": {"wer", "cer"}} or {"pr": {"per"}}, with 95% bootstrap
 intervals; the selected step; with `train.compare_to=EVAL_DIR`, the paired bootstrap against
 that evaluate result of the same task and test set, e.g. the FBANK probe), `WORKDIR/units.npz`
-(per-utterance test errors), `WORKDIR/metrics.jsonl` and TensorBoard events under `WORKDIR/tb`.
+(per-utterance test errors), the selected parameters in `WORKDIR/model` (a checkpoint that
+`Upstream.load` and `--upstream` read; `ctc_head` and the CTC `vocab` beside the encoder),
+`WORKDIR/metrics.jsonl` and TensorBoard events under `WORKDIR/tb`.
 """
 
 from __future__ import annotations
@@ -341,6 +343,11 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
                "selection": {"metric": select, "step": best_step, "valid": best_valid}}
     if compare_to:
         results["against_probe"] = {"probe_dir": compare_to, **compare_with_probe(units, task, compare_to)}
+    from ssl_jax.training.checkpoint import save_pretrained
+
+    save_pretrained(os.path.join(workdir, "model"), best,  # an upstream like any checkpoint; ctc_head beside it
+                    {"model": enc_cfg.to_dict(), "data": {"normalize": normalize}, "finetune": cfg.to_dict(),
+                     "vocab": vocab})
     np.savez(os.path.join(workdir, "units.npz"),
              **{k: v for name, m in units.items() for k, v in stats.to_arrays(m, f"{task.name}/{name}").items()})
     with open(os.path.join(workdir, "results.json"), "w") as f:

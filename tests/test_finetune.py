@@ -107,6 +107,10 @@ def test_finetune_end_to_end(checkpoint, tiny_corpus, tmp_path):
         assert lo <= results["asr"][metric] <= hi
     assert results["selection"]["metric"] == "cer" and results["selection"]["step"] in (3, 6)
     assert json.load(open(tmp_path / "results.json")) == results
+    # The selected parameters are saved as a checkpoint: the step chosen on valid, CTC head and vocabulary beside the encoder.
+    saved, saved_cfg = load_pretrained(str(tmp_path / "model"))
+    jax.tree.map(np.testing.assert_array_equal, saved, seen[results["selection"]["step"]])
+    assert len(saved_cfg["vocab"]) + 1 == saved["ctc_head"]["kernel"].shape[-1]
     units = np.load(tmp_path / "units.npz")
     assert str(units["asr/cer/kind"]) == "ratio" and float(units["asr/cer/den"].min()) > 0
     recs = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
