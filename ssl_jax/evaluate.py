@@ -24,7 +24,7 @@ import json
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -267,7 +267,10 @@ def evaluate_upstream(cfg, spec: str, name: str, workdir: str, shared: str, norm
     details["extract_seconds"] = round(feats.seconds, 1) if feats else 0.0
     details["total_seconds"] = round(time.time() - t_start, 1)
     details["peak_rss_mib"] = round(peak_rss_mib(), 1)
-    _write_upstream(workdir, cfg, name, results, units, details)
+    # The folder keeps the results of tasks outside this run (a run of some tasks adds to it).
+    o_results, o_units, o_tasks, o_keys = _other_tasks(workdir, cfg.tasks_to_run)
+    _write_upstream(workdir, cfg, name, {**o_results, **results}, {**o_units, **units},
+                    {**details, "task_keys": {**o_keys, **keys}, "tasks": {**o_tasks, **details["tasks"]}})
     return {"results": results, "units": units, "details": details}
 
 
@@ -291,12 +294,12 @@ def _write_upstream(workdir: str, cfg, name: str, results, units, details) -> No
             arrays.update(stats.to_arrays(m, f"{tname}/{metric}"))
     np.savez(os.path.join(workdir, "units.npz"), **arrays)
     rows = []
-    for tname in cfg.tasks_to_run:
+    for tname in results:
         task = tasks.get(tname)
         for metric in results[tname]:
             if metric.endswith("_ci"):
                 continue
-            title = cfg.tasks[tname].title if metric == task.metric else f"  {metric}"
+            title = (cfg.tasks[tname].title if tname in cfg.tasks else task.title) if metric == task.metric else f"  {metric}"
             lower = task.lower_is_better_for(metric)
             size = _size(details["tasks"][tname], metric)
             rows.append((title, metric, results[tname][metric], tuple(results[tname][f"{metric}_ci"]),
@@ -311,7 +314,8 @@ def _write_upstream(workdir: str, cfg, name: str, results, units, details) -> No
         abx_info = {k: v for k, v in details["tasks"]["abx"].items() if k in ("word", "phone")}
         report.plot_abx_layers(abx_info, os.path.join(workdir, "abx_layers.png"), f"ABX per layer, upstream {name}")
     report.plot_curves({t: d["curve"] for t, d in details["tasks"].items() if d["curve"]},
-                       {t: cfg.tasks[t].get("select_metric", "") or tasks.get(t).metric for t in details["tasks"]},
+                       {t: (cfg.tasks[t].get("select_metric", "") if t in cfg.tasks else "") or tasks.get(t).metric
+                        for t in details["tasks"]},
                        {t: d["best_step"] for t, d in details["tasks"].items()},
                        os.path.join(workdir, "curves.png"), f"validation curves, upstream {name}")
 
@@ -326,21 +330,33 @@ def _size(d: dict[str, Any], metric: str) -> str:
     return size
 
 
-def _load_cached(workdir: str, keys: dict[str, str]) -> tuple[dict, dict, dict]:
-    """Results, units and details of the tasks in `workdir` whose key matches `keys`."""
+def _read_folder(workdir: str, select: Callable[[str, str], bool]) -> tuple[dict, dict, dict, dict]:
+    """Results, units, details and task keys of the tasks in `workdir` for which
+    `select(task, its stored key)` holds; empty when the folder holds no results."""
     paths = [os.path.join(workdir, n) for n in ("results.json", "details.json", "units.npz")]
     if not all(os.path.exists(p) for p in paths):
-        return {}, {}, {}
+        return {}, {}, {}, {}
     with open(paths[1]) as f:
         details = json.load(f)
     with open(paths[0]) as f:
         results = json.load(f)
     arrays = np.load(paths[2])
-    old_keys = details.get("task_keys", {})
-    same = [t for t, k in keys.items() if old_keys.get(t) == k and t in results and t in details["tasks"]]
+    stored = details.get("task_keys", {})
+    chosen = [t for t in results if t in details.get("tasks", {}) and select(t, stored.get(t, ""))]
     units = {t: {m: stats.from_arrays(arrays, f"{t}/{m}") for m in results[t] if not m.endswith("_ci")}
-             for t in same}
-    return {t: results[t] for t in same}, units, {t: details["tasks"][t] for t in same}
+             for t in chosen}
+    return ({t: results[t] for t in chosen}, units, {t: details["tasks"][t] for t in chosen},
+            {t: stored.get(t, "") for t in chosen})
+
+
+def _load_cached(workdir: str, keys: dict[str, str]) -> tuple[dict, dict, dict]:
+    """Results, units and details of the tasks in `workdir` whose key matches `keys`."""
+    return _read_folder(workdir, lambda t, key: keys.get(t) == key)[:3]
+
+
+def _other_tasks(workdir: str, run: Sequence[str]) -> tuple[dict, dict, dict, dict]:
+    """What `workdir` holds for tasks outside `run`, so that writing this run's results keeps them."""
+    return _read_folder(workdir, lambda t, key: t not in run)
 
 
 def _check_spec(spec: str) -> None:

@@ -99,9 +99,13 @@ def test_a_second_run_reruns_only_what_changed(compare_run, tiny_eval_corpus):
     assert "extracted" not in proc.stdout  # the feature stores are reused too
     with open(os.path.join(workdir, "mfcc", "results.json")) as f:
         after = json.load(f)
-    assert set(after) == {"ks", "sid"} and after["sid"] == before["sid"]
+    # The tasks outside the run keep their results, details and units (a later run reuses them).
+    assert set(after) == set(before) and all(after[t] == before[t] for t in before if t != "ks")
     with open(os.path.join(workdir, "mfcc", "details.json")) as f:
-        assert json.load(f)["tasks"]["ks"]["steps"] == 30
+        details = json.load(f)
+    assert details["tasks"]["ks"]["steps"] == 30 and set(details["tasks"]) == set(before)
+    assert set(np.load(os.path.join(workdir, "mfcc", "units.npz")).files) >= {"pr/per/kind", "asv/eer/kind"}
+    assert "ASR" in open(os.path.join(workdir, "mfcc", "results.txt")).read()
 
 
 def test_unknown_task_and_bad_upstream_are_clear_errors(tmp_path):
