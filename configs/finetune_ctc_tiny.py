@@ -9,7 +9,11 @@ the output layer trains; time masking of the projected features with the learned
 embedding (mask_prob, mask_length); Adam with warm-up, hold, decay (tri-stage) schedule;
 greedy decoding, no language model. Model selection on valid CER (`train.select_metric`; the
 corpus' random word sequences keep WER near 100%, as for superb_tiny's ASR probe), score on test.
-Deviations (CPU size): a few hundred updates, English utterances of at most `max_seconds`.
+Deviations (CPU size): 4,000 updates of 8 utterances, English utterances of at most `max_seconds`.
+Measured on the evaluation corpus' ASR splits (`--config.data.path=$SSL_JAX_CACHE/evalcorpus-v1-s0`,
+w2v2_tiny pretrained 800 steps, 16 min on 2 CPU cores): test CER 37.6 [36.4, 38.8], level with
+superb_tiny's FBANK BiLSTM probe (37.4, p = 0.65); 600 updates reach only 61% valid CER, and
+3,000 at lr 1e-3 with mask_prob 0.25 reach 38.8.
 """
 
 from ml_collections import config_dict
@@ -29,13 +33,13 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.data.num_buckets = 6  # padded lengths evenly spaced up to the longest utterance
 
     c.train = config_dict.ConfigDict()
-    c.train.steps = 600
+    c.train.steps = 4000
     c.train.batch_size = 8
     c.train.freeze_encoder_steps = 150  # only the output layer trains before this update
-    c.train.eval_every = 100
+    c.train.eval_every = 250
     c.train.eval_batch_size = 8
     c.train.log_every = 25
-    c.train.mask_prob = 0.25  # span masking as in pretraining (objectives/masking.py): 5% of frames start a span
+    c.train.mask_prob = 0.4  # span masking as in pretraining (objectives/masking.py): 8% of frames start a span
     c.train.mask_length = 5
     c.train.select_metric = "cer"  # "" = the task's metric: WER for chars, PER for phonemes
     # An evaluate result folder of one upstream on the same task and test set (e.g. the FBANK
@@ -43,7 +47,7 @@ def get_config(arg: str | None = None) -> config_dict.ConfigDict:
     c.train.compare_to = ""
 
     c.optim = config_dict.ConfigDict()
-    c.optim.lr = 1e-3
+    c.optim.lr = 2e-3
     c.optim.stages = (0.1, 0.4, 0.5)  # tri-stage: warm-up, hold, decay fractions of train.steps
     c.optim.final_lr_scale = 0.05
     c.optim.clip_norm = 5.0
