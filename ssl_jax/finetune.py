@@ -242,14 +242,19 @@ def make_scorer(model: CTCModel, batcher: Batcher, vocab: list[str], task: tasks
     return score
 
 
+def probe_units_path(probe_dir: str) -> str:
+    """`probe_dir/units.npz`, the per-utterance test errors an evaluate result folder keeps."""
+    path = os.path.join(probe_dir, "units.npz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"train.compare_to: no units.npz in {probe_dir} (an evaluate result folder of one upstream)")
+    return path
+
+
 def compare_with_probe(units: dict[str, stats.Ratio], task: tasks.Task, probe_dir: str) -> dict[str, dict[str, float]]:
     """Paired bootstrap of the fine-tuned test units against an `evaluate` result folder of the
     same task on the same test set (e.g. the FBANK probe): {metric: {"probe", "delta", "p_value",
     "better"}}, delta = fine-tuned - probe."""
-    path = os.path.join(probe_dir, "units.npz")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"train.compare_to: no units.npz in {probe_dir} (an evaluate result folder of one upstream)")
-    arrays = np.load(path)
+    arrays = np.load(probe_units_path(probe_dir))
     out = {}
     for metric, mine in units.items():
         if f"{task.name}/{metric}/kind" not in arrays:
@@ -281,8 +286,8 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
         raise ValueError(f"train.select_metric {select!r} is not scored for data.target={cfg.data.target!r}; "
                          f"expected one of {scored}")
     compare_to = cfg.train.get("compare_to", "")
-    if compare_to and not os.path.exists(os.path.join(compare_to, "units.npz")):
-        raise FileNotFoundError(f"train.compare_to: no units.npz in {compare_to} (an evaluate result folder of one upstream)")
+    if compare_to:
+        probe_units_path(compare_to)  # before any training
     enc_params, enc_cfg, normalize = load_upstream(upstream)
     splits = load_splits(cfg, task)
     train = splits["train"]
@@ -341,8 +346,9 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
     test = {k: stats.point(m) for k, m in units.items()}
     results = {task.name: {**test, **{f"{k}_ci": list(stats.interval(m)) for k, m in units.items()}},
                "selection": {"metric": select, "step": best_step, "valid": best_valid}}
-    if compare_to:
-        results["against_probe"] = {"probe_dir": compare_to, **compare_with_probe(units, task, compare_to)}
+    against = compare_with_probe(units, task, compare_to) if compare_to else {}
+    if against:
+        results["against_probe"] = {"probe_dir": compare_to, **against}
     from ssl_jax.training.checkpoint import save_pretrained
 
     save_pretrained(os.path.join(workdir, "model"), best,  # an upstream like any checkpoint; ctc_head beside it
@@ -354,10 +360,9 @@ def finetune(cfg, upstream: str, workdir: str, log=print, on_step=None) -> dict[
         json.dump(results, f, indent=1)
     log(f"fine-tuned {cfg.train.steps} steps in {time.time() - t_start:.0f}s; best valid {best_valid} "
         f"at step {best_step}; test {test}")
-    for metric, c in results.get("against_probe", {}).items():
-        if isinstance(c, dict):
-            mark = {1: "better", -1: "worse", 0: "not significantly different"}[c["better"]]
-            log(f"{metric}: {test[metric]:.4f} against the probe's {c['probe']:.4f} ({mark}, p={c['p_value']:.3f})")
+    for metric, c in against.items():
+        mark = {1: "better", -1: "worse", 0: "not significantly different"}[c["better"]]
+        log(f"{metric}: {test[metric]:.4f} against the probe's {c['probe']:.4f} ({mark}, p={c['p_value']:.3f})")
     return results
 
 
