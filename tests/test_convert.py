@@ -1,9 +1,8 @@
 """Tests for ssl_jax/convert/: parity with transformers on random small models of every variant,
 fairseq and torchaudio key naming, round trips and clear errors.
 
-torchaudio is not installed: its checkpoints are built here by renaming transformers' keys the way
-torchaudio names them (feature_extractor.*, encoder.feature_projection.*, encoder.transformer.*,
-WavLM q/k/v packed into attention.attention.in_proj_*).
+torchaudio checkpoints come from torchaudio's own model builders (the `[torch]` extra pins a
+torch/torchaudio pair that installs together).
 """
 
 import json
@@ -14,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+torchaudio = pytest.importorskip("torchaudio")
 
 import jax  # noqa: E402
 
@@ -300,53 +300,87 @@ def test_fairseq_conv_layer_spec_is_parsed_safely():
 
 # torchaudio ---------------------------------------------------------------------------------
 
-def to_torchaudio(state, wavlm: bool):
-    """Renames transformers keys to torchaudio's `Wav2Vec2Model` / `wavlm_model` naming."""
-    import re
-
-    out = {}
-    for k, v in state.items():
-        if k == "masked_spec_embed":
-            continue  # torchaudio's encoder model has no mask embedding
-        k = k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v")
-        if k.startswith("feature_projection."):
-            k = "encoder." + k
-        elif k.startswith("encoder."):
-            k = "encoder.transformer." + k[len("encoder."):]
-        out[k] = v
-    if wavlm:
-        for i in range(SMALL["num_hidden_layers"]):
-            base = f"encoder.transformer.layers.{i}.attention"
-            for kind in ("weight", "bias"):
-                parts = [out.pop(f"{base}.{p}_proj.{kind}") for p in ("q", "k", "v")]
-                out[f"{base}.attention.in_proj_{kind}"] = torch.cat(parts)
-                out[f"{base}.attention.out_proj.{kind}"] = out.pop(f"{base}.out_proj.{kind}")
-    assert not any(re.search(r"parametrizations", k) for k in out)
-    return out
+TA_CONV = [(4, 10, 5)] + [(4, 3, 2)] * 4 + [(4, 2, 2)] * 2  # the released kernels and strides, 4 channels
+_HUBERT_MASKING = dict(mask_prob=0.5, mask_selection="static", mask_other=0.0, mask_length=2, no_mask_overlap=False,
+                       mask_min_space=1, mask_channel_prob=0.0, mask_channel_selection="static", mask_channel_other=0.0,
+                       mask_channel_length=1, no_mask_channel_overlap=False, mask_channel_min_space=1, skip_masked=False,
+                       skip_nomask=False, feature_grad_mult=None)
+TA_VARIANTS = {
+    # builder, its arguments beyond the shared ones below
+    "wav2vec2-group-postln": ("wav2vec2_model", dict(extractor_mode="group_norm", extractor_conv_bias=False, encoder_layer_norm_first=False)),
+    "wav2vec2-layer-preln": ("wav2vec2_model", dict(extractor_mode="layer_norm", extractor_conv_bias=True, encoder_layer_norm_first=True)),
+    "wavlm-group-postln": ("wavlm_model", dict(extractor_mode="group_norm", extractor_conv_bias=False, encoder_layer_norm_first=False,
+                                               encoder_num_buckets=16, encoder_max_distance=40)),
+    "hubert-pretrain-layer-preln": ("hubert_pretrain_model", dict(extractor_mode="layer_norm", extractor_conv_bias=True,
+                                                                  encoder_layer_norm_first=True, num_classes=5, final_dim=8,
+                                                                  **_HUBERT_MASKING)),
+}
 
 
-@pytest.mark.parametrize("variant", ["wav2vec2-group", "wavlm-layer-stable"])
-def test_torchaudio_import(variant, tmp_path):
-    model = build_hf(variant, **dict(conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2), conv_dim=(4,) * 7,
-                                     num_attention_heads=2 if "wavlm" in variant else 1))
-    hf_params, hf_cfg, _ = convert.load_hf(_save(model, tmp_path / "hf"))
-    ta = to_torchaudio(dict(model.state_dict()), wavlm="wavlm" in variant)
-    ta["aux.weight"] = torch.zeros(3, 16)
+def build_torchaudio(variant: str, seed: int = 0):
+    """A random model from torchaudio's own builder; returns (model, its encoder model, factory)."""
+    builder, kw = TA_VARIANTS[variant]
+    factory = dict(extractor_conv_layer_config=TA_CONV, encoder_embed_dim=16, encoder_projection_dropout=0.0,
+                   encoder_pos_conv_kernel=6, encoder_pos_conv_groups=2, encoder_num_layers=3, encoder_num_heads=2,
+                   encoder_attention_dropout=0.0, encoder_ff_interm_features=24, encoder_ff_interm_dropout=0.0,
+                   encoder_dropout=0.0, encoder_layer_drop=0.0, **kw)
+    if builder != "hubert_pretrain_model":
+        factory["aux_num_out"] = 3 if builder == "wav2vec2_model" else None
+    torch.manual_seed(seed)
+    model = getattr(torchaudio.models, builder)(**factory).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layer_norm" in name or "gru_rel_pos" in name or "mask_embedding" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    encoder = model.wav2vec2 if builder == "hubert_pretrain_model" else model
+    return model, encoder, factory
+
+
+def torchaudio_outputs(encoder, wav: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every Transformer layer's output (`extract_features`) and the encoder output (`forward`,
+    after the final LayerNorm of a pre-LN model), for one unpadded waveform."""
+    with torch.no_grad():
+        x = torch.from_numpy(wav[None])
+        layers, _ = encoder.extract_features(x)
+        if encoder.aux is not None:
+            encoder = type(encoder)(encoder.feature_extractor, encoder.encoder, None)
+        final, _ = encoder(x)
+    return [h[0].numpy() for h in layers], final[0].numpy()
+
+
+@pytest.mark.parametrize("variant", list(TA_VARIANTS))
+def test_torchaudio_parity(variant, tmp_path):
+    """Checkpoints saved from torchaudio's own builders (not a renaming written here): the state
+    dict loads by its real key names, and the encoder's layers match torchaudio's outputs."""
+    model, encoder, factory = build_torchaudio(variant)
     path = tmp_path / "ta.pt"
-    torch.save(ta, path)
+    torch.save(model.state_dict(), path)
+    params, cfg, info = convert.load_torchaudio(str(path), factory)
+    assert info["model_type"] == ("wavlm" if "wavlm" in variant else "wav2vec2") and info["assumed"] == []
+    if "hubert" in variant:
+        assert info["absent"] == [] and info["dropped_heads"] == ["logit_generator.final_proj.bias", "logit_generator.final_proj.weight",
+                                                                  "logit_generator.label_embeddings"]
+        np.testing.assert_array_equal(params["mask_embedding"], model.mask_generator.mask_embedding.detach().numpy())
+    else:
+        assert info["absent"] == ["masked_spec_embed"]
+        assert info["dropped_heads"] == (["aux.bias", "aux.weight"] if factory.get("aux_num_out") else [])
+    wavs, mask = batch(lengths=(4000, 2500))
+    ours = run_ours(params, cfg, wavs, mask)
+    worst = 0.0
+    for b, n in enumerate((4000, 2500)):
+        layers, final = torchaudio_outputs(encoder, wavs[b, :n])
+        frames = int(ours.frame_mask[b].sum())
+        assert len(ours.hidden_states) == len(layers) + 1 and final.shape[0] == frames
+        for r, o in zip(layers + [final], ours.hidden_states[1:] + (ours.last_hidden_state,)):
+            worst = max(worst, float(np.abs(np.asarray(o[b, :frames]) - r).max()))
+    print(f"\n{variant}: largest |diff| over the layers = {worst:.3g}")
+    assert worst <= TOL
+
     # Without factory arguments the geometry is read from the weight shapes; the head count comes
     # from WavLM's bias table, else from the 64-dims-per-head rule of the released models (here 1).
-    params, cfg, info = convert.load_torchaudio(str(path))
-    assert info["absent"] == ["masked_spec_embed"] and info["dropped_heads"] == ["aux.weight"]
-    assert cfg.layer_norm_first == hf_cfg.layer_norm_first and cfg.num_heads == hf_cfg.num_heads
-    hf_params["mask_embedding"] = np.zeros_like(hf_params["mask_embedding"])
-    jax.tree.map(np.testing.assert_array_equal, params, hf_params)
-    # With torchaudio factory arguments.
-    factory = {"encoder_num_heads": hf_cfg.num_heads, "encoder_layer_norm_first": hf_cfg.layer_norm_first,
-               "extractor_conv_layer_config": list(zip(hf_cfg.conv_dim, hf_cfg.conv_kernel, hf_cfg.conv_stride)),
-               "encoder_max_distance": hf_cfg.relative_position_max_distance}
-    _, cfg2, info2 = convert.load_torchaudio(str(path), factory)
-    assert cfg2.relative_position_max_distance == hf_cfg.relative_position_max_distance and not info2["assumed"]
+    _, guessed, info2 = convert.load_torchaudio(str(path))
+    assert guessed.conv_dim == cfg.conv_dim and guessed.layer_norm_first == cfg.layer_norm_first and info2["assumed"]
+    assert guessed.num_heads == (2 if "wavlm" in variant else 1)
 
 
 # command line --------------------------------------------------------------------------------
