@@ -13,7 +13,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-torchaudio = pytest.importorskip("torchaudio")
 
 import jax  # noqa: E402
 
@@ -307,10 +306,12 @@ _HUBERT_MASKING = dict(mask_prob=0.5, mask_selection="static", mask_other=0.0, m
                        skip_nomask=False, feature_grad_mult=None)
 TA_VARIANTS = {
     # builder, its arguments beyond the shared ones below
-    "wav2vec2-group-postln": ("wav2vec2_model", dict(extractor_mode="group_norm", extractor_conv_bias=False, encoder_layer_norm_first=False)),
-    "wav2vec2-layer-preln": ("wav2vec2_model", dict(extractor_mode="layer_norm", extractor_conv_bias=True, encoder_layer_norm_first=True)),
+    "wav2vec2-group-postln": ("wav2vec2_model", dict(extractor_mode="group_norm", extractor_conv_bias=False, encoder_layer_norm_first=False,
+                                                     aux_num_out=3)),
+    "wav2vec2-layer-preln": ("wav2vec2_model", dict(extractor_mode="layer_norm", extractor_conv_bias=True, encoder_layer_norm_first=True,
+                                                    aux_num_out=None)),
     "wavlm-group-postln": ("wavlm_model", dict(extractor_mode="group_norm", extractor_conv_bias=False, encoder_layer_norm_first=False,
-                                               encoder_num_buckets=16, encoder_max_distance=40)),
+                                               encoder_num_buckets=16, encoder_max_distance=40, aux_num_out=None)),
     "hubert-pretrain-layer-preln": ("hubert_pretrain_model", dict(extractor_mode="layer_norm", extractor_conv_bias=True,
                                                                   encoder_layer_norm_first=True, num_classes=5, final_dim=8,
                                                                   **_HUBERT_MASKING)),
@@ -319,32 +320,28 @@ TA_VARIANTS = {
 
 def build_torchaudio(variant: str, seed: int = 0):
     """A random model from torchaudio's own builder; returns (model, its encoder model, factory)."""
+    torchaudio = pytest.importorskip("torchaudio")
     builder, kw = TA_VARIANTS[variant]
     factory = dict(extractor_conv_layer_config=TA_CONV, encoder_embed_dim=16, encoder_projection_dropout=0.0,
                    encoder_pos_conv_kernel=6, encoder_pos_conv_groups=2, encoder_num_layers=3, encoder_num_heads=2,
                    encoder_attention_dropout=0.0, encoder_ff_interm_features=24, encoder_ff_interm_dropout=0.0,
                    encoder_dropout=0.0, encoder_layer_drop=0.0, **kw)
-    if builder != "hubert_pretrain_model":
-        factory["aux_num_out"] = 3 if builder == "wav2vec2_model" else None
     torch.manual_seed(seed)
     model = getattr(torchaudio.models, builder)(**factory).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "layer_norm" in name or "gru_rel_pos" in name or "mask_embedding" in name or name.endswith("bias"):
                 p.add_(0.1 * torch.randn_like(p))
-    encoder = model.wav2vec2 if builder == "hubert_pretrain_model" else model
-    return model, encoder, factory
+    return model, getattr(model, "wav2vec2", model), factory
 
 
 def torchaudio_outputs(encoder, wav: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Every Transformer layer's output (`extract_features`) and the encoder output (`forward`,
-    after the final LayerNorm of a pre-LN model), for one unpadded waveform."""
+    """Every Transformer layer's output (`extract_features`) and the encoder output (after the
+    final LayerNorm of a pre-LN model; before any aux head), for one unpadded waveform."""
     with torch.no_grad():
         x = torch.from_numpy(wav[None])
         layers, _ = encoder.extract_features(x)
-        if encoder.aux is not None:
-            encoder = type(encoder)(encoder.feature_extractor, encoder.encoder, None)
-        final, _ = encoder(x)
+        final = encoder.encoder(encoder.feature_extractor(x, None)[0], None)
     return [h[0].numpy() for h in layers], final[0].numpy()
 
 
@@ -363,11 +360,12 @@ def test_torchaudio_parity(variant, tmp_path):
         np.testing.assert_array_equal(params["mask_embedding"], model.mask_generator.mask_embedding.detach().numpy())
     else:
         assert info["absent"] == ["masked_spec_embed"]
-        assert info["dropped_heads"] == (["aux.bias", "aux.weight"] if factory.get("aux_num_out") else [])
-    wavs, mask = batch(lengths=(4000, 2500))
+        assert info["dropped_heads"] == (["aux.bias", "aux.weight"] if factory["aux_num_out"] else [])
+    lengths = (4000, 2500)
+    wavs, mask = batch(lengths)
     ours = run_ours(params, cfg, wavs, mask)
     worst = 0.0
-    for b, n in enumerate((4000, 2500)):
+    for b, n in enumerate(lengths):
         layers, final = torchaudio_outputs(encoder, wavs[b, :n])
         frames = int(ours.frame_mask[b].sum())
         assert len(ours.hidden_states) == len(layers) + 1 and final.shape[0] == frames
